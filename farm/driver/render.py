@@ -1,0 +1,361 @@
+"""The Ray driver: plan the jobs, start the workers, stream frames to the film store, stitch.
+
+Jobs are scenes and, in ``keyframe`` mode, anchors (a short optimisation whose
+last latents start the next scene). A job runs once the latents it starts from
+are known; everything ready is submitted at once to idle workers and collected
+with ``ray.wait`` over the workers' frame streams.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from farm.cutting.stitch import encode_segment, find_ffmpeg, join_segments, make_srt
+from farm.driver.store import FRAME_NAME, FilmStore, atomic_write
+from farm.errors import ClusterError, FarmError, RenderError
+from farm.render.bigsleep import derive_seed
+from farm.spec import FilmSpec
+from farm.writing.plan import plan_film
+
+ANCHOR_PASS, SCENE_PASS = 1, 0
+# Replacing dead workers is free for the scenes, but not endless.
+MAX_WORKER_REPLACEMENTS = 20
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str  # "anchor" or "scene"
+    scene: int
+    start_from: Optional[tuple[str, int]]  # the job whose latents this one starts from
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.kind, self.scene)
+
+
+@dataclass
+class FilmResult:
+    path: Path  # the film's folder
+    video: Path
+    subtitles: Path
+    frames: int
+    scenes_rendered: int  # scenes rendered by this run (the rest were already on disk)
+    seconds: float
+    workers: list[dict[str, Any]] = field(default_factory=list)
+
+
+def plan_jobs(spec: FilmSpec) -> list[Job]:
+    n = len(spec.scenes)
+    mode = spec.render.reseed
+    if mode == "independent":
+        return [Job("scene", k, None) for k in range(n)]
+    if mode == "chain":
+        return [Job("scene", k, ("scene", k - 1) if k else None) for k in range(n)]
+    # keyframe: anchors of every scene but the last, then scene k from anchor k-1.
+    anchors = [Job("anchor", k, None) for k in range(n - 1)]
+    return anchors + [Job("scene", k, ("anchor", k - 1) if k else None) for k in range(n)]
+
+
+def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] = None,
+                progress: Optional[Callable[[str], None]] = None) -> FilmResult:
+    """Render ``spec`` into ``out/<film>/``: frames, segments, film.mp4 and film.srt.
+
+    Joins the Ray cluster at ``address``, uses the one this process already joined,
+    or starts a local one sized to the machine (and stops it afterwards).
+    """
+    started = time.perf_counter()
+    say = progress or (lambda message: None)
+    # 1. Plan: scenes from the story when needed, prompts checked, jobs derived.
+    spec = plan_film(spec)
+    exe = find_ffmpeg(spec.video.ffmpeg)
+    # 2. Open the film's folder; a different film already there stops us here.
+    store = FilmStore(out, spec)
+    store.open()
+    say(f"film {spec.title!r}: {len(spec.scenes)} scenes, {sum(spec.frames_per_scene())} frames -> {store.path}")
+    # 3. Render what is missing.
+    run = FilmRun(spec, store, exe, say)
+    workers = run.render(address)
+    # 4. Stitch.
+    video = run.stitch()
+    return FilmResult(path=store.path, video=video, subtitles=store.path / "film.srt",
+                      frames=sum(spec.frames_per_scene()), scenes_rendered=run.scenes_rendered,
+                      seconds=time.perf_counter() - started, workers=workers)
+
+
+class FilmRun:
+    def __init__(self, spec: FilmSpec, store: FilmStore, exe: str, say: Callable[[str], None]) -> None:
+        self.spec = spec
+        self.store = store
+        self.exe = exe
+        self.say = say
+        self.counts = spec.frames_per_scene()
+        self.latents: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self.segments: dict[int, Future] = {}
+        self.encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farm-segments")
+        self.scenes_rendered = 0
+
+    # --- latents kept on disk, so a later run can start where this one stopped ---------------
+
+    def latents_path(self, key: tuple[str, int]) -> Path:
+        return self.store.scene_dir(key[1]) / f"{key[0]}_latents.npz"
+
+    def save_latents(self, key: tuple[str, int], arrays: dict[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write(self.latents_path(key), buffer.getvalue())
+        self.latents[key] = arrays
+
+    def load_latents(self, key: tuple[str, int]) -> bool:
+        path = self.latents_path(key)
+        if not path.is_file():
+            return False
+        with np.load(path) as data:
+            self.latents[key] = {name: data[name] for name in data.files}
+        return True
+
+    def job_done(self, job: Job) -> bool:
+        if job.kind == "anchor":
+            return self.load_latents(job.key)
+        if not self.store.scene_complete(job.scene):
+            return False
+        # A finished scene is only a starting point if its latents survived too.
+        needed = any(j.start_from == job.key for j in plan_jobs(self.spec))
+        return self.load_latents(job.key) if needed else True
+
+    # --- rendering -----------------------------------------------------------------------------
+
+    def render(self, address: Optional[str]) -> list[dict[str, Any]]:
+        jobs = [job for job in plan_jobs(self.spec) if not self.job_done(job)]
+        for index in range(len(self.spec.scenes)):
+            if not any(j.kind == "scene" and j.scene == index for j in jobs):
+                self.queue_segment(index)
+        if not jobs:
+            self.say("every scene is already rendered")
+            return []
+        import ray
+
+        own_cluster = connect(address)
+        try:
+            return Dispatcher(self, jobs).run()
+        finally:
+            if own_cluster:
+                ray.shutdown()
+
+    def queue_segment(self, index: int) -> None:
+        segment = self.store.scene_dir(index) / "segment.mp4"
+        self.segments[index] = self.encoder.submit(
+            encode_segment, self.store.scene_dir(index), FRAME_NAME.replace("{:05d}", "%05d"),
+            self.counts[index], self.spec.video.fps, self.spec.video.crf, segment, self.exe)
+
+    def stitch(self) -> Path:
+        srt = self.store.path / "film.srt"
+        atomic_write(srt, make_srt(self.spec).encode())
+        try:
+            segments = [self.segments[i].result() for i in range(len(self.spec.scenes))]
+        finally:
+            self.encoder.shutdown()
+        subtitles = srt if self.spec.video.subtitles == "soft" else None
+        video = join_segments(segments, subtitles, self.store.path / "film.mp4", self.exe)
+        self.say(f"film written: {video}")
+        return video
+
+
+def connect(address: Optional[str]) -> bool:
+    """Join a Ray cluster; return True when we started a local one (and so must stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_ACCEPT_LOCAL_TRAINING_DEFAULTS", "1")
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            return False
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+        return True
+    except Exception as exc:  # ConnectionError, RuntimeError, ValueError: Ray's own words, one line
+        where = address or "a local cluster"
+        raise ClusterError(f"--address: cannot join Ray at {where} ({str(exc).splitlines()[0]})") from exc
+
+
+class Dispatcher:
+    """Hands ready jobs to idle workers and writes what their streams send back."""
+
+    def __init__(self, run: FilmRun, jobs: list[Job]) -> None:
+        import ray
+
+        self.ray = ray
+        self.run_ = run
+        self.spec = run.spec
+        self.store = run.store
+        self.waiting = list(jobs)
+        self.idle: list[Any] = []
+        self.running: dict[Any, tuple[Job, Any, float]] = {}  # stream -> (job, worker, start)
+        self.info: dict[Any, dict[str, Any]] = {}
+        self.replacements = 0
+        self.last_save = 0.0
+
+    # 1. workers
+    def worker_options(self) -> tuple[int, dict[str, Any]]:
+        r = self.spec.render
+        resources = self.ray.cluster_resources()
+        gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+        if r.device != "cpu" and gpus >= r.gpus_per_worker:
+            count = int(gpus // r.gpus_per_worker)
+            options = {"num_gpus": r.gpus_per_worker, "num_cpus": min(r.cpus_per_worker, max(cpus, 1))}
+        elif r.device == "cuda":
+            raise ClusterError("render.device: 'cuda' was asked for but the Ray cluster has no GPU")
+        else:
+            if cpus < r.cpus_per_worker:
+                raise ClusterError(f"render.cpus_per_worker: {r.cpus_per_worker} CPUs asked, the cluster has {cpus:g}")
+            count = int(cpus // r.cpus_per_worker)
+            options = {"num_cpus": r.cpus_per_worker}
+        # No more workers than jobs that can ever run side by side.
+        parallel = 1 if r.reseed == "chain" else len(self.waiting)
+        return max(1, min(r.workers or count, parallel)), options
+
+    def start_workers(self) -> None:
+        from farm.driver.worker import SceneWorker
+
+        count, options = self.worker_options()
+        self.actor_class = self.ray.remote(**options)(SceneWorker)
+        self.threads = self.spec.render.cpus_per_worker
+        workers = [self.actor_class.remote(self.threads) for _ in range(count)]
+        self.load(workers)
+
+    def load(self, workers: list[Any]) -> None:
+        refs = [w.load.remote(self.spec.models, self.spec.video.size, self.spec.render.device) for w in workers]
+        try:
+            infos = self.ray.get(refs)
+        except self.ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), FarmError) else None
+            if cause is not None:
+                raise cause from None
+            raise
+        for worker, info in zip(workers, infos):
+            self.info[worker] = info
+            self.idle.append(worker)
+        devices = sorted({i["device"] for i in infos})
+        self.run_.say(f"{len(self.info)} worker(s) ready on {', '.join(devices)}")
+
+    def replace(self, worker: Any) -> None:
+        self.info.pop(worker, None)
+        self.replacements += 1
+        if self.replacements > MAX_WORKER_REPLACEMENTS:
+            raise ClusterError(f"workers died {self.replacements} times; the cluster is not healthy")
+        try:
+            self.ray.kill(worker)
+        except Exception:
+            pass
+        self.load([self.actor_class.remote(self.threads)])
+
+    # 2. submit
+    def submit_ready(self) -> None:
+        for job in list(self.waiting):
+            if not self.idle:
+                return
+            if job.start_from is not None and job.start_from not in self.run_.latents:
+                continue
+            self.waiting.remove(job)
+            worker = self.idle.pop(0)
+            settings = self.spec.render
+            frames = self.run_.counts[job.scene]
+            if job.kind == "anchor":
+                settings, frames = dataclasses.replace(settings, warmup_steps=settings.anchor_steps), 0
+            seed = derive_seed(self.spec.seed, job.scene, ANCHOR_PASS if job.kind == "anchor" else SCENE_PASS)
+            init = self.run_.latents.get(job.start_from) if job.start_from else None
+            stream = worker.render.options(num_returns="streaming").remote(
+                settings, self.spec.scenes[job.scene].visual_prompt, seed, frames, init)
+            self.running[stream] = (job, worker, time.perf_counter())
+            if job.kind == "scene":
+                entry = self.store.scene_entry(job.scene)
+                entry.update(state="running", attempts=entry["attempts"] + 1, worker=self.info[worker]["host"])
+
+    # 3. collect
+    def run(self) -> list[dict[str, Any]]:
+        self.start_workers()
+        exceptions = self.ray.exceptions
+        try:
+            while self.waiting or self.running:
+                self.submit_ready()
+                if not self.running:
+                    raise RenderError("no job can start: a scene waits on latents that no job makes")  # invariant
+                ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=5.0)
+                for stream in ready:
+                    job, worker, start = self.running[stream]
+                    try:
+                        item = self.ray.get(next(stream))
+                    except StopIteration:
+                        self.running.pop(stream)
+                        self.idle.append(worker)
+                        continue
+                    except (exceptions.RayActorError, exceptions.ObjectLostError, exceptions.NodeDiedError) as exc:
+                        self.running.pop(stream)
+                        self.infrastructure_failure(job, worker, exc)
+                        continue
+                    except exceptions.RayTaskError as exc:
+                        self.running.pop(stream)
+                        self.idle.append(worker)
+                        self.scene_failure(job, exc)
+                        continue
+                    self.receive(job, item, start)
+                if time.monotonic() - self.last_save > 2.0:
+                    self.store.save_manifest()
+                    self.last_save = time.monotonic()
+        finally:
+            for entry in self.store.manifest["scenes"]:
+                if entry["state"] == "running":
+                    entry["state"] = "pending"
+            self.store.save_manifest()
+        return list(self.info.values())
+
+    def receive(self, job: Job, item: dict[str, Any], start: float) -> None:
+        if "png" in item:
+            self.store.write_frame(job.scene, item["frame"], item["png"])
+            return
+        # The stream's last item: the job's final latents.
+        self.run_.save_latents(job.key, item["latents"])
+        if job.kind == "scene":
+            entry = self.store.scene_entry(job.scene)
+            entry.update(state="done", seconds=round(time.perf_counter() - start, 3))
+            self.store.save_manifest()
+            self.run_.scenes_rendered += 1
+            self.run_.queue_segment(job.scene)
+            done = sum(e["state"] == "done" for e in self.store.manifest["scenes"])
+            self.run_.say(f"scene {job.scene + 1}/{len(self.spec.scenes)} rendered "
+                          f"({entry['frames_expected']} frames, {entry['seconds']:.1f}s) [{done} done]")
+
+    def infrastructure_failure(self, job: Job, worker: Any, exc: Exception) -> None:
+        """A worker or node died: the job goes back to the queue without spending a retry."""
+        self.run_.say(f"worker lost during {job.kind} {job.scene + 1} ({type(exc).__name__}); rescheduling")
+        if job.kind == "scene":
+            entry = self.store.scene_entry(job.scene)
+            entry["attempts"] -= 1
+            entry["state"] = "pending"
+        self.waiting.insert(0, job)
+        self.replace(worker)
+
+    def scene_failure(self, job: Job, exc: Exception) -> None:
+        """The job's own code raised: spend one retry, or give up on the film."""
+        cause = getattr(exc, "cause", None) or exc
+        message = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+        entry = self.store.scene_entry(job.scene)
+        entry["failures"].append(message)
+        if job.kind == "anchor":
+            entry["attempts"] += 1
+        if entry["attempts"] > self.spec.render.retries:
+            entry["state"] = "failed"
+            raise RenderError(f"scene {job.scene + 1} failed {entry['attempts']} time(s); last error: {message}")
+        self.run_.say(f"{job.kind} {job.scene + 1} failed ({message}); retrying")
+        entry["state"] = "pending"
+        self.waiting.insert(0, job)

@@ -1,0 +1,55 @@
+"""Errors a user of farm can cause, and how they are reported.
+
+    FarmError                 one clear line for the user; the CLI exits 2
+    ├── SpecError             a film spec field has a bad value (names the field and the value)
+    ├── InputError            a file or folder given to farm cannot be used (names the path)
+    │   └── OutputConflictError   the output folder already holds a different film
+    ├── ModelError            model weights cannot be loaded (names the model and where it looked)
+    ├── ClusterError          no Ray cluster could be started or joined (names the address)
+    ├── StitchError           ffmpeg failed or cannot be found
+    └── RenderError           a scene failed after all its retries (names the scene)
+
+Anything else escaping farm is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class FarmError(Exception):
+    """Base class: the message is one line that a user can act on."""
+
+    exit_code = 2
+
+
+class SpecError(FarmError):
+    """A field of a film spec is missing, unknown or out of range."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class InputError(FarmError):
+    """A file or folder named by the user cannot be read or used."""
+
+
+class OutputConflictError(InputError):
+    """The output folder already holds a different film; nothing is overwritten."""
+
+
+class ModelError(FarmError):
+    """Weights for CLIP or BigGAN cannot be loaded."""
+
+
+class ClusterError(FarmError):
+    """No Ray cluster could be started or joined."""
+
+
+class StitchError(FarmError):
+    """ffmpeg could not be found or failed to encode."""
+
+
+class RenderError(FarmError):
+    """A scene failed on every attempt it was allowed."""
+
+    exit_code = 1

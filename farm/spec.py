@@ -1,0 +1,375 @@
+"""The film spec: one YAML file describes a film, and every default lives here, once.
+
+Precedence, lowest first: the dataclass defaults below < the preset
+(``farm/presets/<name>.yaml``) < the spec file < ``--set key=value`` overrides.
+Unknown keys and bad values raise :class:`farm.errors.SpecError` naming the
+field (``render.cutouts``, ``scenes[2].duration``) and the value.
+
+This module imports nothing of farm but the errors, and nothing heavy: loading
+a spec must not import torch or Ray.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from farm.errors import InputError, SpecError
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+# Side lengths a BigGAN-deep generator makes: 4x4 doubled by 5, 6 or 7 up-sampling blocks.
+GENERATOR_SIZES = (128, 256, 512)
+PRETRAINED_BIGGAN = {f"biggan-deep-{s}": s for s in GENERATOR_SIZES}
+# Reading speed used when a scene gives no duration: words per second of narration.
+READING_WORDS_PER_SECOND = 2.5
+MIN_SCENE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class StorySpec:
+    phrase: str = ""
+    """The seed phrase a story is written from ("Yeti Tardigrade")."""
+    text: str = ""
+    """The story itself; when scenes are not given, it is split into scenes offline."""
+
+    def validate(self, path: str) -> None:
+        pass  # either field may be empty; FilmSpec checks that a film has something to show
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    narration: str
+    """Text shown as the scene's subtitle."""
+    prompt: str = ""
+    """What CLIP steers the image towards (at most 75 CLIP tokens); the narration when empty."""
+    duration: Optional[float] = None
+    """Seconds on screen; from the narration's reading time when not given."""
+
+    def validate(self, path: str) -> None:
+        if not self.narration.strip():
+            raise SpecError(f"{path}.narration", "must not be empty")
+        if self.duration is not None and not (self.duration > 0 and math.isfinite(self.duration)):
+            raise SpecError(f"{path}.duration", f"must be a positive number of seconds, got {self.duration!r}")
+
+    @property
+    def visual_prompt(self) -> str:
+        return self.prompt.strip() or self.narration.strip()
+
+    @property
+    def seconds(self) -> float:
+        """The scene's length: the given duration, or the narration's reading time."""
+        if self.duration is not None:
+            return float(self.duration)
+        words = len(self.narration.split())
+        return max(MIN_SCENE_SECONDS, round(words / READING_WORDS_PER_SECOND, 1))
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    fps: int = 12
+    size: int = 256
+    """Side of the square frame in pixels; BigGAN makes 128, 256 or 512."""
+    transition: Literal["cut"] = "cut"
+    subtitles: Literal["soft", "none"] = "soft"
+    """soft: an SRT beside the film and a subtitle track inside it; none: no track (the SRT is still written)."""
+    crf: int = 18
+    """x264 quality: 0 lossless .. 51 worst."""
+    ffmpeg: Optional[str] = None
+    """Path to an ffmpeg binary; default: imageio-ffmpeg's, else ffmpeg on PATH."""
+
+    def validate(self, path: str) -> None:
+        if not 1 <= self.fps <= 120:
+            raise SpecError(f"{path}.fps", f"must be between 1 and 120 frames per second, got {self.fps!r}")
+        if self.size not in GENERATOR_SIZES:
+            sizes = ", ".join(map(str, GENERATOR_SIZES))
+            raise SpecError(f"{path}.size", f"{self.size!r} is not a size BigGAN can make (one of {sizes})")
+        if not 0 <= self.crf <= 51:
+            raise SpecError(f"{path}.crf", f"must be between 0 and 51, got {self.crf!r}")
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    preset: str = "draft"
+    """Named defaults from farm/presets/: tiny (CPU, random weights), draft, final."""
+    steps_per_frame: int = 4
+    """Optimisation steps between two frames: a scene's frames are its trajectory."""
+    cutouts: int = 32
+    """Random crops of the generated image scored by CLIP at every step."""
+    learning_rate: float = 0.07
+    ema_decay: float = 0.99
+    """Frames show an exponential moving average of the latents (1 - decay per step)."""
+    truncation: float = 1.0
+    """BigGAN truncation, in (0, 1]."""
+    warmup_steps: int = 0
+    """Steps before the first frame, so a scene does not open on noise."""
+    reseed: Literal["keyframe", "chain", "independent"] = "keyframe"
+    """How a scene's latents start. keyframe: from a short anchor optimisation of the scene
+    before it (anchors render in parallel first); chain: from the last latents of the scene
+    before it (serial); independent: from the scene's own seed."""
+    anchor_steps: int = 20
+    """Optimisation steps of a keyframe anchor."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = 0
+    """Render actors; 0 = one per GPU, or one per cpus_per_worker CPUs when there is no GPU."""
+    cpus_per_worker: int = 1
+    gpus_per_worker: float = 1.0
+    retries: int = 2
+    """Extra attempts a scene gets when its own code fails."""
+
+    def validate(self, path: str) -> None:
+        positive_ints = {"steps_per_frame": self.steps_per_frame, "cutouts": self.cutouts,
+                         "cpus_per_worker": self.cpus_per_worker, "anchor_steps": self.anchor_steps}
+        for name, value in positive_ints.items():
+            if value < 1:
+                raise SpecError(f"{path}.{name}", f"must be at least 1, got {value!r}")
+        for name, value in {"warmup_steps": self.warmup_steps, "workers": self.workers, "retries": self.retries}.items():
+            if value < 0:
+                raise SpecError(f"{path}.{name}", f"must not be negative, got {value!r}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise SpecError(f"{path}.learning_rate", f"must be positive, got {self.learning_rate!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise SpecError(f"{path}.ema_decay", f"must be in [0, 1), got {self.ema_decay!r}")
+        if not 0 < self.truncation <= 1:
+            raise SpecError(f"{path}.truncation", f"must be in (0, 1], got {self.truncation!r}")
+        if not 0 < self.gpus_per_worker <= 8:
+            raise SpecError(f"{path}.gpus_per_worker", f"must be in (0, 8], got {self.gpus_per_worker!r}")
+        if not (PRESETS_DIR / f"{self.preset}.yaml").is_file():
+            raise SpecError(f"{path}.preset", f"unknown preset {self.preset!r} (one of {', '.join(preset_names())})")
+
+
+@dataclass(frozen=True)
+class ModelsSpec:
+    clip: str = "ViT-B-32"
+    """An open_clip architecture name, or "tiny" (small widths, random weights)."""
+    clip_pretrained: Optional[str] = "openai"
+    """An open_clip pretrained tag, or the path of a staged weights file."""
+    biggan: str = "biggan-deep-256"
+    """biggan-deep-128/256/512, a folder holding config.json + pytorch_model.bin, or "tiny"."""
+    cache_dir: Optional[str] = None
+    """Where downloaded weights are kept (the libraries' own cache when empty)."""
+
+    def validate(self, path: str) -> None:
+        if not self.clip.strip():
+            raise SpecError(f"{path}.clip", "must name an open_clip model or 'tiny'")
+        if not self.biggan.strip():
+            raise SpecError(f"{path}.biggan", "must name a BigGAN model, a folder, or 'tiny'")
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    base_url: Optional[str] = None
+    """Any OpenAI-compatible server; the OpenAI API when empty."""
+    model: str = "gpt-4o-mini"
+    api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the API key (the key itself never goes in a spec)."""
+    endpoint: Literal["chat", "completions"] = "chat"
+    candidates: int = 3
+    temperature: float = 0.9
+
+    def validate(self, path: str) -> None:
+        if self.candidates < 1:
+            raise SpecError(f"{path}.candidates", f"must be at least 1, got {self.candidates!r}")
+        if not 0 <= self.temperature <= 2:
+            raise SpecError(f"{path}.temperature", f"must be in [0, 2], got {self.temperature!r}")
+
+
+@dataclass(frozen=True)
+class FilmSpec:
+    title: str
+    seed: int = 0
+    story: StorySpec = field(default_factory=StorySpec)
+    scenes: list[SceneSpec] = field(default_factory=list)
+    video: VideoSpec = field(default_factory=VideoSpec)
+    render: RenderSpec = field(default_factory=RenderSpec)
+    models: ModelsSpec = field(default_factory=ModelsSpec)
+    llm: LLMSpec = field(default_factory=LLMSpec)
+
+    def validate(self, path: str = "") -> None:
+        if not self.title.strip() or not slugify(self.title):
+            raise SpecError("title", f"must contain letters or digits, got {self.title!r}")
+        if not self.scenes and not self.story.text.strip():
+            raise SpecError("scenes", "the film has no scenes and story.text is empty: give scenes, or a story to split")
+        if self.seed < 0:
+            raise SpecError("seed", f"must not be negative, got {self.seed!r}")
+        biggan = self.models.biggan
+        if biggan in PRETRAINED_BIGGAN and PRETRAINED_BIGGAN[biggan] != self.video.size:
+            raise SpecError("video.size", f"{self.video.size!r} is not a size {biggan} can make (it makes {PRETRAINED_BIGGAN[biggan]})")
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.title)
+
+    def frames_per_scene(self) -> list[int]:
+        """Frames each scene contributes: its duration times fps, rounded, at least one."""
+        return [max(1, round(scene.seconds * self.video.fps)) for scene in self.scenes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path, preset: str | None = None, overrides: typing.Sequence[str] = ()) -> FilmSpec:
+    """Read a film spec file, apply its preset and ``key=value`` overrides, and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such spec file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{path}:{where}: not valid YAML ({problem})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read ({exc})") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a film spec is a mapping of keys (title, scenes, ...), got {type(data).__name__}")
+    return spec_from_dict(data, preset=preset, overrides=overrides)
+
+
+def spec_from_dict(data: dict[str, Any], preset: str | None = None, overrides: typing.Sequence[str] = ()) -> FilmSpec:
+    data = copy.deepcopy(data)
+    for item in overrides:
+        apply_override(data, item)
+    if preset is not None:
+        data.setdefault("render", {})
+        if not isinstance(data["render"], dict):
+            raise SpecError("render", f"must be a mapping, got {data['render']!r}")
+        data["render"]["preset"] = preset
+    render_section = data.get("render")
+    name = render_section.get("preset") if isinstance(render_section, dict) else None
+    name = RenderSpec.preset if name is None else name
+    merged = deep_merge(load_preset(name), data)
+    spec = build(FilmSpec, merged, "")
+    return spec
+
+
+def load_preset(name: Any) -> dict[str, Any]:
+    if not isinstance(name, str) or not (PRESETS_DIR / f"{name}.yaml").is_file():
+        raise SpecError("render.preset", f"unknown preset {name!r} (one of {', '.join(preset_names())})")
+    return yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """``render.cutouts=8`` or ``scenes.0.duration=3``: the value is read as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise SpecError("--set", f"expected key=value, got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SpecError(where, f"no such item (the list has {len(node)})")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise SpecError(where, f"cannot set a key inside {node!r}")
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build(cls: type, data: Any, path: str) -> Any:
+    """Turn a mapping into the dataclass ``cls``, checking keys, types and values."""
+    label = path or "the spec"
+    if not isinstance(data, dict):
+        raise SpecError(path, f"must be a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields), key=str)
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise SpecError(where, f"unknown key in {label} (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        where = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = convert(hints[name], data[name], where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SpecError(where, "is required")
+    obj = cls(**kwargs)
+    obj.validate(path)
+    return obj
+
+
+def convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return convert(inner[0], value, where)
+    if origin is Literal:
+        if value not in args:
+            raise SpecError(where, f"{value!r} is not one of {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise SpecError(where, f"must be a list, got {value!r}")
+        return [convert(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SpecError(where, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(where, f"must be a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(where, f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise SpecError(where, f"must be text, got {value!r}")
+        return value
+    raise AssertionError(f"unhandled spec type {hint!r} at {where}")

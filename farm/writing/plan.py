@@ -1,0 +1,73 @@
+"""Story -> scenes: the offline splitter, and the prompt checks every plan goes through.
+
+A scene's visual prompt must fit CLIP's context: at most 75 tokens (77 less the
+start and end markers), counted with open_clip's own tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from farm.errors import SpecError
+from farm.spec import READING_WORDS_PER_SECOND, FilmSpec, SceneSpec
+
+CLIP_MAX_TOKENS = 75
+# The splitter groups sentences until a scene reads for about this long.
+TARGET_SCENE_SECONDS = 5.0
+
+
+def clip_token_count(text: str) -> int:
+    from open_clip.tokenizer import _tokenizer  # the BPE tokenizer CLIP was trained with
+
+    return len(_tokenizer.encode(text))
+
+
+def fit_prompt(text: str, limit: int = CLIP_MAX_TOKENS) -> str:
+    """The longest leading run of words of ``text`` that fits in ``limit`` CLIP tokens."""
+    words = text.split()
+    while words and clip_token_count(" ".join(words)) > limit:
+        words.pop()
+    return " ".join(words)
+
+
+def split_sentences(text: str) -> list[str]:
+    flat = re.sub(r"\s+", " ", text).strip()
+    return [s.strip() for s in re.split(r"(?<=[.!?…])\s+(?=[\"'“A-Z0-9])", flat) if s.strip()]
+
+
+def split_story(text: str) -> list[SceneSpec]:
+    """Group the story's sentences into scenes of about TARGET_SCENE_SECONDS of reading."""
+    scenes: list[SceneSpec] = []
+    current: list[str] = []
+    for sentence in split_sentences(text):
+        current.append(sentence)
+        words = len(" ".join(current).split())
+        if words / READING_WORDS_PER_SECOND >= TARGET_SCENE_SECONDS:
+            scenes.append(_scene(current))
+            current = []
+    if current:
+        scenes.append(_scene(current))
+    return scenes
+
+
+def _scene(sentences: list[str]) -> SceneSpec:
+    narration = " ".join(sentences)
+    return SceneSpec(narration=narration, prompt=fit_prompt(narration))
+
+
+def plan_film(spec: FilmSpec) -> FilmSpec:
+    """The film with its scenes: the spec's own, or the story split offline; prompts checked."""
+    if not spec.scenes:
+        scenes = split_story(spec.story.text)
+        if not scenes:
+            raise SpecError("story.text", "holds no sentences to make scenes from")
+        spec = dataclasses.replace(spec, scenes=scenes)
+    for index, scene in enumerate(spec.scenes):
+        tokens = clip_token_count(scene.visual_prompt)
+        if tokens > CLIP_MAX_TOKENS:
+            field = "prompt" if scene.prompt.strip() else "narration"
+            raise SpecError(f"scenes[{index}].{field}",
+                            f"is {tokens} CLIP tokens long; a visual prompt holds at most {CLIP_MAX_TOKENS} "
+                            f"(give the scene a shorter prompt)")
+    return spec
