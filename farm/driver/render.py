@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -180,6 +181,9 @@ def connect(address: Optional[str]) -> bool:
         if address:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
             return False
+        # Ray turns token authentication on for the cluster we start, and says so on every
+        # start; the notice is not news to a farm user.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
         return True
@@ -189,7 +193,12 @@ def connect(address: Optional[str]) -> bool:
 
 
 class Dispatcher:
-    """Hands ready jobs to idle workers and writes what their streams send back."""
+    """Hands ready jobs to idle workers and writes what their streams send back.
+
+    Workers that are still loading their models, and replacements for workers that
+    died, are waited on in the same ``ray.wait`` as the frame streams: nothing blocks
+    on a worker that the cluster cannot place yet.
+    """
 
     def __init__(self, run: FilmRun, jobs: list[Job]) -> None:
         import ray
@@ -200,10 +209,12 @@ class Dispatcher:
         self.store = run.store
         self.waiting = list(jobs)
         self.idle: list[Any] = []
-        self.running: dict[Any, tuple[Job, Any, float]] = {}  # stream -> (job, worker, start)
+        self.loading: dict[Any, Any] = {}  # load() reference -> worker
+        self.running: dict[Any, tuple[Job, Any, float]] = {}  # frame stream -> (job, worker, start)
         self.info: dict[Any, dict[str, Any]] = {}
         self.replacements = 0
         self.last_save = 0.0
+        self.last_notice = time.monotonic()
 
     # 1. workers
     def worker_options(self) -> tuple[int, dict[str, Any]]:
@@ -212,7 +223,7 @@ class Dispatcher:
         gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
         if r.device != "cpu" and gpus >= r.gpus_per_worker:
             count = int(gpus // r.gpus_per_worker)
-            options = {"num_gpus": r.gpus_per_worker, "num_cpus": min(r.cpus_per_worker, max(cpus, 1))}
+            options = {"num_gpus": r.gpus_per_worker, "num_cpus": min(r.cpus_per_worker, cpus)}
         elif r.device == "cuda":
             raise ClusterError("render.device: 'cuda' was asked for but the Ray cluster has no GPU")
         else:
@@ -229,35 +240,43 @@ class Dispatcher:
 
         count, options = self.worker_options()
         self.actor_class = self.ray.remote(**options)(SceneWorker)
-        self.threads = self.spec.render.cpus_per_worker
-        workers = [self.actor_class.remote(self.threads) for _ in range(count)]
-        self.load(workers)
+        for _ in range(count):
+            self.add_worker()
 
-    def load(self, workers: list[Any]) -> None:
-        refs = [w.load.remote(self.spec.models, self.spec.video.size, self.spec.render.device) for w in workers]
+    def add_worker(self) -> None:
+        worker = self.actor_class.remote(self.spec.render.cpus_per_worker)
+        ref = worker.load.remote(self.spec.models, self.spec.video.size, self.spec.render.device)
+        self.loading[ref] = worker
+
+    def worker_loaded(self, ref: Any) -> None:
+        worker = self.loading.pop(ref)
         try:
-            infos = self.ray.get(refs)
+            info = self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if isinstance(getattr(exc, "cause", None), FarmError) else None
-            if cause is not None:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, FarmError):  # a bad model name or missing weights: the user's to fix
                 raise cause from None
             raise
-        for worker, info in zip(workers, infos):
-            self.info[worker] = info
-            self.idle.append(worker)
-        devices = sorted({i["device"] for i in infos})
-        self.run_.say(f"{len(self.info)} worker(s) ready on {', '.join(devices)}")
+        except self.ray.exceptions.RayActorError as exc:
+            self.run_.say(f"a worker died while loading its models ({type(exc).__name__}); starting another")
+            self.replace(worker)
+            return
+        self.info[worker] = info
+        self.idle.append(worker)
+        self.run_.say(f"worker ready on {info['host']} node {info['node'][:12]} ({info['device']}); "
+                      f"{len(self.info)} in the pool")
 
     def replace(self, worker: Any) -> None:
         self.info.pop(worker, None)
         self.replacements += 1
         if self.replacements > MAX_WORKER_REPLACEMENTS:
             raise ClusterError(f"workers died {self.replacements} times; the cluster is not healthy")
-        try:
-            self.ray.kill(worker)
-        except Exception:
-            pass
-        self.load([self.actor_class.remote(self.threads)])
+        self.ray.kill(worker, no_restart=True)
+        self.add_worker()
+
+    def stop_workers(self) -> None:
+        for worker in [*self.info, *self.loading.values()]:
+            self.ray.kill(worker, no_restart=True)
 
     # 2. submit
     def submit_ready(self) -> None:
@@ -284,40 +303,52 @@ class Dispatcher:
     # 3. collect
     def run(self) -> list[dict[str, Any]]:
         self.start_workers()
-        exceptions = self.ray.exceptions
         try:
             while self.waiting or self.running:
                 self.submit_ready()
-                if not self.running:
-                    raise RenderError("no job can start: a scene waits on latents that no job makes")  # invariant
-                ready, _ = self.ray.wait(list(self.running), num_returns=1, timeout=5.0)
-                for stream in ready:
-                    job, worker, start = self.running[stream]
-                    try:
-                        item = self.ray.get(next(stream))
-                    except StopIteration:
-                        self.running.pop(stream)
-                        self.idle.append(worker)
-                        continue
-                    except (exceptions.RayActorError, exceptions.ObjectLostError, exceptions.NodeDiedError) as exc:
-                        self.running.pop(stream)
-                        self.infrastructure_failure(job, worker, exc)
-                        continue
-                    except exceptions.RayTaskError as exc:
-                        self.running.pop(stream)
-                        self.idle.append(worker)
-                        self.scene_failure(job, exc)
-                        continue
-                    self.receive(job, item, start)
-                if time.monotonic() - self.last_save > 2.0:
-                    self.store.save_manifest()
-                    self.last_save = time.monotonic()
+                if not self.running and not self.loading:
+                    raise RenderError("no job can start: every waiting job needs latents no job makes")  # invariant
+                ready, _ = self.ray.wait([*self.running, *self.loading], num_returns=1, timeout=5.0)
+                for ref in ready:
+                    if ref in self.loading:
+                        self.worker_loaded(ref)
+                    else:
+                        self.collect(ref)
+                self.heartbeat()
+            return list(self.info.values())
         finally:
             for entry in self.store.manifest["scenes"]:
                 if entry["state"] == "running":
                     entry["state"] = "pending"
             self.store.save_manifest()
-        return list(self.info.values())
+            self.stop_workers()
+
+    def heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self.last_save > 2.0:
+            self.store.save_manifest()
+            self.last_save = now
+        if not self.info and now - self.last_notice > 30.0:
+            self.run_.say("waiting for the cluster to place a worker (no free GPU or CPU?)")
+            self.last_notice = now
+
+    def collect(self, stream: Any) -> None:
+        exceptions = self.ray.exceptions
+        job, worker, start = self.running[stream]
+        try:
+            item = self.ray.get(next(stream))
+        except StopIteration:
+            self.running.pop(stream)
+            self.idle.append(worker)
+        except (exceptions.RayActorError, exceptions.ObjectLostError, exceptions.NodeDiedError) as exc:
+            self.running.pop(stream)
+            self.infrastructure_failure(job, worker, exc)
+        except exceptions.RayTaskError as exc:
+            self.running.pop(stream)
+            self.idle.append(worker)
+            self.scene_failure(job, exc)
+        else:
+            self.receive(job, item, start)
 
     def receive(self, job: Job, item: dict[str, Any], start: float) -> None:
         if "png" in item:

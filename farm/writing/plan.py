@@ -33,7 +33,7 @@ def fit_prompt(text: str, limit: int = CLIP_MAX_TOKENS) -> str:
 
 def split_sentences(text: str) -> list[str]:
     flat = re.sub(r"\s+", " ", text).strip()
-    return [s.strip() for s in re.split(r"(?<=[.!?…])\s+(?=[\"'“A-Z0-9])", flat) if s.strip()]
+    return [s.strip() for s in re.split(r"(?<=[.!?…])\s+(?=[\"'“A-Z0-9])", flat) if re.search(r"\w", s)]
 
 
 def split_story(text: str) -> list[SceneSpec]:
@@ -57,12 +57,17 @@ def _scene(sentences: list[str]) -> SceneSpec:
 
 
 def plan_film(spec: FilmSpec) -> FilmSpec:
-    """The film with its scenes: the spec's own, or the story split offline; prompts checked."""
-    if not spec.scenes:
+    """The film with its scenes: the spec's own, or the story split offline.
+
+    Prompts are checked, and every scene's duration is written out, so the resolved
+    spec saved beside the film says exactly how long each scene is.
+    """
+    scenes = spec.scenes
+    if not scenes:
         scenes = split_story(spec.story.text)
         if not scenes:
             raise SpecError("story.text", "holds no sentences to make scenes from")
-        spec = dataclasses.replace(spec, scenes=scenes)
+    spec = dataclasses.replace(spec, scenes=[dataclasses.replace(s, duration=s.seconds) for s in scenes])
     for index, scene in enumerate(spec.scenes):
         tokens = clip_token_count(scene.visual_prompt)
         if tokens > CLIP_MAX_TOKENS:

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny film specs, and one real local Ray cluster per test module that asks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "yeti_tardigrade.yaml"
+
+
+def tiny_film(title: str = "Tiny Test Film", scenes: int = 3, duration: float = 1.0, fps: int = 4, **render) -> dict:
+    """A film spec (as a mapping) that renders in seconds with the tiny preset."""
+    prompts = ["a hairy tardigrade in the snow", "a frozen valley at night", "a ball of white fur sleeping",
+               "a moss leaf on a glacier", "snow falling like stars"]
+    return {
+        "title": title,
+        "seed": 7,
+        "scenes": [{"narration": f"Scene {i + 1}: {prompts[i % len(prompts)]}.", "prompt": prompts[i % len(prompts)],
+                    "duration": duration} for i in range(scenes)],
+        "video": {"fps": fps},
+        "render": {"preset": "tiny", "cutouts": 2, "warmup_steps": 1, "anchor_steps": 2, **render},
+    }
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real local Ray cluster with pinned resources and a private temp dir, shared by a module."""
+    import ray
+
+    temp = tempfile.mkdtemp(prefix="farmray", dir="/tmp")
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
+             _temp_dir=temp, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def run_farm(*args: str, cwd: Path | None = None, timeout: float = 300):
+    """Run the real ``farm`` console script of this environment."""
+    import subprocess
+
+    farm = Path(sys.executable).with_name("farm")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([str(farm), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,106 @@
+"""The farm command as a user meets it: exit codes, one-line errors, nothing rendered lost."""
+
+from __future__ import annotations
+
+import av
+import pytest
+import yaml
+
+from farm import __version__
+
+from conftest import run_farm, tiny_film
+
+
+def write_spec(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def assert_one_line_error(result, *words, after_progress=False):
+    """Exit 2 and one error line naming the problem; progress lines may come first only when asked."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("farm: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    if not after_progress:
+        assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+def test_version_and_help():
+    assert run_farm("--version").stdout.strip() == f"farm {__version__}"
+    for args in (["--help"], ["render", "--help"], ["check", "--help"]):
+        result = run_farm(*args)
+        assert result.returncode == 0 and "usage: farm" in result.stdout
+
+
+def test_check_prints_the_resolved_spec(tmp_path):
+    spec = write_spec(tmp_path / "film.yaml", tiny_film())
+    result = run_farm("check", str(spec), "--set", "render.cutouts=9")
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["render"]["cutouts"] == 9 and resolved["models"]["biggan"] == "tiny"
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"scenes": [{"narration": "a", "duration": 0}]}, ["scenes[0].duration", "0"]),
+    ({"video": {"fps": 0}}, ["video.fps", "0"]),
+    ({"video": {"fps": -5}}, ["video.fps", "-5"]),
+    ({"video": {"size": 300}}, ["video.size", "300"]),
+    ({"render": {"preset": "tiny", "bogus": 1}}, ["render.bogus", "unknown key"]),
+    ({"scenes": [], "story": {"text": ""}}, ["scenes", "no scenes"]),
+])
+def test_bad_spec_values(tmp_path, change, words):
+    data = tiny_film()
+    data.update(change)
+    assert_one_line_error(run_farm("render", str(write_spec(tmp_path / "f.yaml", data)), "--out", str(tmp_path / "out")), *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_files_and_flags(tmp_path):
+    assert_one_line_error(run_farm("render", str(tmp_path / "missing.yaml")), "missing.yaml", "no such spec file")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("title: [unclosed\n")
+    assert_one_line_error(run_farm("render", str(broken)), "broken.yaml", "not valid YAML")
+    spec = write_spec(tmp_path / "f.yaml", tiny_film())
+    assert_one_line_error(run_farm("render", str(spec), "--preset", "huge"), "render.preset", "huge")
+    assert_one_line_error(run_farm("render", str(spec), "--set", "video.fps=fast"), "video.fps", "fast")
+    assert_one_line_error(run_farm("render", str(spec), "--set", "nonsense"), "--set", "key=value")
+    long_prompt = tiny_film()
+    long_prompt["scenes"][0]["prompt"] = "yeti " * 100
+    assert_one_line_error(run_farm("render", str(write_spec(tmp_path / "long.yaml", long_prompt))),
+                          "scenes[0].prompt", "CLIP tokens")
+
+
+def test_pretrained_weights_that_cannot_be_had_are_one_line(tmp_path):
+    data = tiny_film()
+    data["models"] = {"clip": "tiny", "biggan": str(tmp_path / "no-such-biggan")}
+    result = run_farm("render", str(write_spec(tmp_path / "f.yaml", data)), "--out", str(tmp_path / "out"))
+    assert_one_line_error(result, "models.biggan", "config.json", after_progress=True)
+
+
+def test_render_a_film_then_refuse_a_different_one_in_the_same_folder(tmp_path):
+    spec = write_spec(tmp_path / "film.yaml", tiny_film("Cli Film", scenes=2, duration=1, fps=3))
+    out = tmp_path / "out"
+    result = run_farm("render", str(spec), "--out", str(out), "--set", "render.reseed=independent")
+    assert result.returncode == 0, result.stderr
+    video = out / "cli-film" / "film.mp4"
+    assert result.stdout.strip() == str(video)
+    with av.open(str(video)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 6
+    snapshot = {p: p.read_bytes() for p in (out / "cli-film").rglob("*") if p.is_file()}
+
+    changed = run_farm("render", str(spec), "--out", str(out), "--set", "video.fps=6")
+    assert_one_line_error(changed, "already holds a different film", "video.fps")
+    assert {p: p.read_bytes() for p in (out / "cli-film").rglob("*") if p.is_file()} == snapshot
+
+
+def test_folder_of_other_files_is_refused(tmp_path):
+    spec = write_spec(tmp_path / "film.yaml", tiny_film("Busy Folder"))
+    busy = tmp_path / "out" / "busy-folder"
+    busy.mkdir(parents=True)
+    (busy / "notes.txt").write_text("mine")
+    assert_one_line_error(run_farm("render", str(spec), "--out", str(tmp_path / "out")), "holds files but no film.yaml")
+    assert (busy / "notes.txt").read_text() == "mine" and len(list(busy.iterdir())) == 1

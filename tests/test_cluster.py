@@ -1,0 +1,92 @@
+"""Rendering on a logical multi-node Ray cluster: GPU workers spread over nodes, a node lost mid-film."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import av
+import pytest
+
+from farm.driver.render import render_film
+from farm.spec import spec_from_dict
+
+from conftest import tiny_film
+
+# Nodes that die are noticed in about a second instead of half a minute.
+HEALTH_CHECK = {
+    "RAY_health_check_initial_delay_ms": "0",
+    "RAY_health_check_period_ms": "300",
+    "RAY_health_check_timeout_ms": "300",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node for the driver and two worker nodes with one logical GPU each."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    saved = {k: os.environ.get(k) for k in HEALTH_CHECK}
+    os.environ.update(HEALTH_CHECK)
+    temp = tempfile.mkdtemp(prefix="farmcl", dir="/tmp")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1, num_gpus=1, resources={f"worker{i}": 1}) for i in range(2)]
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    try:
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def frame_count(path):
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_one_gpu_worker_per_node(cluster, tmp_path):
+    _, nodes = cluster
+    spec = spec_from_dict(tiny_film("Spread", scenes=2, duration=1, fps=3), overrides=["render.reseed=independent"])
+    result = render_film(spec, out=tmp_path)
+    assert frame_count(result.video) == 6
+    assert {w["node"] for w in result.workers} == {n.node_id for n in nodes}
+    # The logical GPUs are for scheduling; the tiny models run on the CPU of a GPU-less machine.
+    assert {w["device"] for w in result.workers} == {"cpu"}
+
+
+def test_a_lost_node_sends_its_scene_elsewhere_without_spending_a_retry(cluster, tmp_path):
+    ray_cluster, nodes = cluster
+    spec = spec_from_dict(tiny_film("Lost Node", scenes=3, duration=1, fps=4),
+                          overrides=["render.reseed=independent", "render.workers=1", "render.retries=0"])
+    messages, removed = [], []
+
+    def progress(message):
+        messages.append(message)
+        ready = re.search(r"node ([0-9a-f]{12})", message)
+        if ready and not removed:
+            removed.append(ready.group(1))
+        if message.startswith("scene 1/3 rendered"):
+            # The only worker is about to get scene 2: take its node away.
+            node = next(n for n in nodes if n.node_id.startswith(removed[0]))
+            ray_cluster.remove_node(node, allow_graceful=False)
+
+    result = render_film(spec, out=tmp_path, progress=progress)
+    assert frame_count(result.video) == 12
+    assert any(m.startswith("worker lost") for m in messages), messages
+    survivors = {w["node"][:12] for w in result.workers}
+    assert survivors and removed[0] not in survivors
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    # retries=0: had the lost node spent a retry, the film would have failed.
+    assert [s["attempts"] for s in manifest["scenes"]] == [1, 1, 1]
+    assert all(s["state"] == "done" and not s["failures"] for s in manifest["scenes"])

@@ -1,0 +1,43 @@
+"""Story -> scenes offline, and the CLIP prompt-length check."""
+
+from __future__ import annotations
+
+import pytest
+
+from farm.errors import SpecError
+from farm.spec import spec_from_dict
+from farm.writing.plan import CLIP_MAX_TOKENS, clip_token_count, fit_prompt, plan_film, split_story
+
+STORY = ("In a drop of meltwater, a tardigrade wakes. Its legs are covered in long white fur, thick as a yeti's coat. "
+         "It paddles through the cold water! Snow falls above it like a slow storm of stars. "
+         "It climbs onto a moss leaf and looks out over the frozen valley. Then it sleeps again.")
+
+
+def test_split_story_keeps_every_sentence_in_order():
+    scenes = split_story(STORY)
+    assert len(scenes) >= 2
+    assert " ".join(s.narration for s in scenes) == " ".join(STORY.split())
+    for scene in scenes:
+        assert clip_token_count(scene.visual_prompt) <= CLIP_MAX_TOKENS
+
+
+def test_plan_fills_in_scenes_from_the_story():
+    spec = plan_film(spec_from_dict({"title": "t", "story": {"text": STORY}}))
+    assert len(spec.scenes) >= 2 and all(s.seconds >= 2 for s in spec.scenes)
+
+
+def test_fit_prompt_cuts_long_text_to_75_tokens():
+    long = " ".join(["tardigrade"] * 200)
+    assert clip_token_count(long) > CLIP_MAX_TOKENS
+    assert 0 < clip_token_count(fit_prompt(long)) <= CLIP_MAX_TOKENS
+
+
+def test_too_long_prompt_is_an_error_naming_the_scene():
+    spec = spec_from_dict({"title": "t", "scenes": [{"narration": "ok"}, {"narration": "ok", "prompt": "yeti " * 90}]})
+    with pytest.raises(SpecError, match=r"^scenes\[1\]\.prompt: is \d+ CLIP tokens long"):
+        plan_film(spec)
+
+
+def test_story_without_sentences_is_an_error():
+    with pytest.raises(SpecError, match=r"^story\.text:"):
+        plan_film(spec_from_dict({"title": "t", "story": {"text": "   ...   "}}))
