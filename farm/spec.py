@@ -147,8 +147,9 @@ class RenderSpec:
 
 @dataclass(frozen=True)
 class ModelsSpec:
-    clip: str = "ViT-B-32"
-    """An open_clip architecture name, or "tiny" (small widths, random weights)."""
+    clip: str = "ViT-B-32-quickgelu"
+    """An open_clip architecture name, or "tiny" (small widths, random weights). OpenAI's
+    weights need the -quickgelu variants: that is the activation they were trained with."""
     clip_pretrained: Optional[str] = "openai"
     """An open_clip pretrained tag, or the path of a staged weights file."""
     biggan: str = "biggan-deep-256"

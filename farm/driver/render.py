@@ -138,7 +138,7 @@ class FilmRun:
         jobs = [job for job in plan_jobs(self.spec) if not self.job_done(job)]
         for index in range(len(self.spec.scenes)):
             if not any(j.kind == "scene" and j.scene == index for j in jobs):
-                self.queue_segment(index)
+                self.queue_segment(index, reuse=True)
         if not jobs:
             self.say("every scene is already rendered")
             return []
@@ -151,8 +151,12 @@ class FilmRun:
             if own_cluster:
                 ray.shutdown()
 
-    def queue_segment(self, index: int) -> None:
+    def queue_segment(self, index: int, reuse: bool = False) -> None:
         segment = self.store.scene_dir(index) / "segment.mp4"
+        if reuse and segment.is_file():
+            self.segments[index] = Future()
+            self.segments[index].set_result(segment)
+            return
         self.segments[index] = self.encoder.submit(
             encode_segment, self.store.scene_dir(index), FRAME_NAME.replace("{:05d}", "%05d"),
             self.counts[index], self.spec.video.fps, self.spec.video.crf, segment, self.exe)
@@ -184,8 +188,9 @@ def connect(address: Optional[str]) -> bool:
         # Ray turns token authentication on for the cluster we start, and says so on every
         # start; the notice is not news to a farm user.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        # address="local": a new cluster of our own, even where another Ray runs on this machine.
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
         return True
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError: Ray's own words, one line
         where = address or "a local cluster"
@@ -296,9 +301,11 @@ class Dispatcher:
             stream = worker.render.options(num_returns="streaming").remote(
                 settings, self.spec.scenes[job.scene].visual_prompt, seed, frames, init)
             self.running[stream] = (job, worker, time.perf_counter())
+            entry = self.store.scene_entry(job.scene)
             if job.kind == "scene":
-                entry = self.store.scene_entry(job.scene)
                 entry.update(state="running", attempts=entry["attempts"] + 1, worker=self.info[worker]["host"])
+            else:
+                entry["anchor_attempts"] += 1
 
     # 3. collect
     def run(self) -> list[dict[str, Any]]:
@@ -369,10 +376,12 @@ class Dispatcher:
     def infrastructure_failure(self, job: Job, worker: Any, exc: Exception) -> None:
         """A worker or node died: the job goes back to the queue without spending a retry."""
         self.run_.say(f"worker lost during {job.kind} {job.scene + 1} ({type(exc).__name__}); rescheduling")
+        entry = self.store.scene_entry(job.scene)
         if job.kind == "scene":
-            entry = self.store.scene_entry(job.scene)
             entry["attempts"] -= 1
             entry["state"] = "pending"
+        else:
+            entry["anchor_attempts"] -= 1
         self.waiting.insert(0, job)
         self.replace(worker)
 
@@ -381,12 +390,11 @@ class Dispatcher:
         cause = getattr(exc, "cause", None) or exc
         message = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
         entry = self.store.scene_entry(job.scene)
-        entry["failures"].append(message)
-        if job.kind == "anchor":
-            entry["attempts"] += 1
-        if entry["attempts"] > self.spec.render.retries:
+        entry["failures"].append(f"{job.kind}: {message}")
+        attempts = entry["attempts" if job.kind == "scene" else "anchor_attempts"]
+        if attempts > self.spec.render.retries:
             entry["state"] = "failed"
-            raise RenderError(f"scene {job.scene + 1} failed {entry['attempts']} time(s); last error: {message}")
+            raise RenderError(f"{job.kind} of scene {job.scene + 1} failed {attempts} time(s); last error: {message}")
         self.run_.say(f"{job.kind} {job.scene + 1} failed ({message}); retrying")
         entry["state"] = "pending"
         self.waiting.insert(0, job)

@@ -108,7 +108,7 @@ class FilmStore:
             "created": time.time(),
             "scenes": [
                 {"index": i, "state": "pending", "frames_expected": n, "frames_written": 0,
-                 "attempts": 0, "failures": [], "hashes": {}, "seconds": None, "worker": None}
+                 "attempts": 0, "anchor_attempts": 0, "failures": [], "hashes": {}, "seconds": None, "worker": None}
                 for i, n in enumerate(counts)
             ],
         }

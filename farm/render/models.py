@@ -68,7 +68,8 @@ def load_models(spec: ModelsSpec, size: int, device: torch.device) -> Models:
         module.eval().requires_grad_(False).to(device)
     return Models(
         clip=clip,
-        tokenizer=open_clip.get_tokenizer("ViT-B-32"),
+        # tiny reuses ViT-B-32's tokenizer: the BPE vocabulary CLIP ships with.
+        tokenizer=open_clip.get_tokenizer("ViT-B-32" if spec.clip == "tiny" else spec.clip),
         biggan=biggan,
         clip_size=clip_size,
         clip_mean=mean.to(device),
