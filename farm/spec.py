@@ -298,6 +298,8 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         elif isinstance(node, dict):
             if last:
                 node[part] = value
+            elif part not in node and parts[i + 1].isdigit():
+                raise SpecError(where, "no such list in the spec file to take an item of")
             else:
                 node = node.setdefault(part, {})
         else:

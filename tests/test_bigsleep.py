@@ -90,3 +90,24 @@ def test_derived_seeds_are_stable_and_distinct():
     assert derive_seed(1, 0) == derive_seed(1, 0)
     seeds = {derive_seed(1, k, p) for k in range(10) for p in range(2)} | {derive_seed(2, 0)}
     assert len(seeds) == 21
+
+
+def test_staged_biggan_folder_loads_through_the_librarys_loader(tmp_path, spec, models):
+    """Offline clusters stage config.json + pytorch_model.bin; the library's own from_pretrained reads them."""
+    import dataclasses
+
+    from farm.errors import ModelError
+
+    folder = tmp_path / "biggan-staged"
+    folder.mkdir()
+    (folder / "config.json").write_text(models.biggan.config.to_json_string())
+    torch.save(models.biggan.state_dict(), folder / "pytorch_model.bin")
+    staged_spec = dataclasses.replace(spec.models, biggan=str(folder))
+    staged = load_models(staged_spec, 128, torch.device("cpu"))
+    for a, b in zip(models.biggan.state_dict().values(), staged.biggan.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ModelError, match=r"^video\.size: 256 is not a size .* can make \(it makes 128\)"):
+        load_models(staged_spec, 256, torch.device("cpu"))
+    (folder / "pytorch_model.bin").unlink()
+    with pytest.raises(ModelError, match=r"^models\.biggan: .*missing pytorch_model\.bin"):
+        load_models(staged_spec, 128, torch.device("cpu"))

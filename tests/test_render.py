@@ -137,3 +137,23 @@ def test_story_without_scenes_is_split_and_rendered(ray_cluster, tmp_path):
     assert [s["narration"] for s in saved["scenes"]] == ["A yeti tardigrade wakes. It sleeps again."]
     assert saved["scenes"][0]["duration"] == 2.8  # 7 words read at 2.5 words per second
     assert len(decode(result.video)[0]) == result.frames == 6  # 2.8 s at 2 fps, rounded
+
+
+def test_a_scene_that_keeps_failing_spends_its_retries_and_keeps_the_rest(ray_cluster, tmp_path):
+    from farm.errors import RenderError
+
+    spec = spec_from_dict(tiny_film("Failing Scene", scenes=2, duration=1.0, fps=3), overrides=["render.retries=1"])
+    result = render_film(spec, out=tmp_path)
+    # Corrupt the anchor scene 2 starts from (latents of the wrong shape), and lose one of scene 2's frames.
+    np.savez(result.path / "scenes" / "000" / "anchor_latents.npz", z=np.zeros((2, 3), np.float32),
+             classes=np.zeros((2, 3), np.float32))
+    scene_frames(result.path, 1)[0].unlink()
+    kept = {p: p.read_bytes() for p in scene_frames(result.path, 0)}
+    with pytest.raises(RenderError, match=r"^scene 2 failed 2 time\(s\); last error: RuntimeError"):
+        render_film(spec, out=tmp_path)
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    second = manifest["scenes"][1]
+    # attempts counts every start of the scene, the first (successful) run's included
+    assert second["state"] == "failed" and second["attempts"] == 3 and len(second["failures"]) == 2
+    assert manifest["scenes"][0]["state"] == "done"
+    assert {p: p.read_bytes() for p in scene_frames(result.path, 0)} == kept

@@ -113,6 +113,8 @@ def test_bad_override_syntax():
         spec_from_dict(tiny_film(), overrides=["render.cutouts"])
     with pytest.raises(SpecError, match=r"^scenes\.9: no such item"):
         spec_from_dict(tiny_film(), overrides=["scenes.9.duration=1"])
+    with pytest.raises(SpecError, match=r"^scenes: no such list"):
+        spec_from_dict({"title": "t", "story": {"text": "A yeti."}}, overrides=["scenes.0.duration=1"])
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

@@ -218,6 +218,7 @@ class Dispatcher:
         self.running: dict[Any, tuple[Job, Any, float]] = {}  # frame stream -> (job, worker, start)
         self.info: dict[Any, dict[str, Any]] = {}
         self.replacements = 0
+        self.failures: dict[tuple[str, int], int] = {}  # job -> failures of its own code in this run
         self.last_save = 0.0
         self.last_notice = time.monotonic()
 
@@ -391,10 +392,12 @@ class Dispatcher:
         message = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
         entry = self.store.scene_entry(job.scene)
         entry["failures"].append(f"{job.kind}: {message}")
-        attempts = entry["attempts" if job.kind == "scene" else "anchor_attempts"]
-        if attempts > self.spec.render.retries:
+        # Retries are counted per run: running a failed film again gives it fresh ones.
+        failed = self.failures[job.key] = self.failures.get(job.key, 0) + 1
+        if failed > self.spec.render.retries:
             entry["state"] = "failed"
-            raise RenderError(f"{job.kind} of scene {job.scene + 1} failed {attempts} time(s); last error: {message}")
+            what = f"scene {job.scene + 1}" if job.kind == "scene" else f"the anchor of scene {job.scene + 1}"
+            raise RenderError(f"{what} failed {failed} time(s); last error: {message}")
         self.run_.say(f"{job.kind} {job.scene + 1} failed ({message}); retrying")
         entry["state"] = "pending"
         self.waiting.insert(0, job)
