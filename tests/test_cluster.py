@@ -90,3 +90,21 @@ def test_a_lost_node_sends_its_scene_elsewhere_without_spending_a_retry(cluster,
     # retries=0: had the lost node spent a retry, the film would have failed.
     assert [s["attempts"] for s in manifest["scenes"]] == [1, 1, 1]
     assert all(s["state"] == "done" and not s["failures"] for s in manifest["scenes"])
+
+
+def test_the_command_joins_a_running_cluster_with_address(cluster, tmp_path):
+    import yaml
+
+    from conftest import run_farm
+
+    ray_cluster, nodes = cluster
+    spec = tmp_path / "film.yaml"
+    spec.write_text(yaml.safe_dump(tiny_film("Joined", scenes=2, duration=1, fps=2)))
+    result = run_farm("render", str(spec), "--out", str(tmp_path / "out"), "--address", ray_cluster.address,
+                      "--set", "render.reseed=independent")
+    assert result.returncode == 0, result.stderr
+    # Only the nodes still alive in this module's cluster have GPUs to place the workers on.
+    alive = {n.node_id[:12] for n in ray_cluster.worker_nodes}
+    used = set(re.findall(r"node ([0-9a-f]{12})", result.stderr))
+    assert used and used <= alive
+    assert frame_count(tmp_path / "out" / "joined" / "film.mp4") == 4
