@@ -104,3 +104,9 @@ def test_folder_of_other_files_is_refused(tmp_path):
     (busy / "notes.txt").write_text("mine")
     assert_one_line_error(run_farm("render", str(spec), "--out", str(tmp_path / "out")), "holds files but no film.yaml")
     assert (busy / "notes.txt").read_text() == "mine" and len(list(busy.iterdir())) == 1
+
+
+def test_an_address_with_no_cluster_is_one_line(tmp_path):
+    spec = write_spec(tmp_path / "f.yaml", tiny_film("No Cluster"))
+    result = run_farm("render", str(spec), "--out", str(tmp_path / "out"), "--address", "127.0.0.1:1", timeout=60)
+    assert_one_line_error(result, "--address", "127.0.0.1:1", after_progress=True)
