@@ -90,6 +90,9 @@ def test_a_lost_node_sends_its_scene_elsewhere_without_spending_a_retry(cluster,
     # retries=0: had the lost node spent a retry, the film would have failed.
     assert [s["attempts"] for s in manifest["scenes"]] == [1, 1, 1]
     assert all(s["state"] == "done" and not s["failures"] for s in manifest["scenes"])
+    # Scene 1 was rendered on the node that was later lost; scenes 2 and 3 on the survivor.
+    assert manifest["scenes"][0]["worker"].endswith(removed[0])
+    assert {s["worker"].split()[-1] for s in manifest["scenes"][1:]} == survivors
 
 
 def test_the_command_joins_a_running_cluster_with_address(cluster, tmp_path):

@@ -324,7 +324,8 @@ class Dispatcher:
             self.running[stream] = (job, worker, time.perf_counter())
             entry = self.store.scene_entry(job.scene)
             if job.kind == "scene":
-                entry.update(state="running", attempts=entry["attempts"] + 1, worker=self.info[worker]["host"])
+                entry.update(state="running", attempts=entry["attempts"] + 1,
+                             worker=f"{self.info[worker]['host']} node {self.info[worker]['node'][:12]}")
             else:
                 entry["anchor_attempts"] += 1
 
