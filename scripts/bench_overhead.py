@@ -38,13 +38,11 @@ def plain_loop(spec, out: Path, threads: int) -> dict[str, float]:
     It runs the very jobs the farm runs (anchors first in keyframe mode, each scene from the
     latents the farm would start it from), one after the other.
     """
-    import dataclasses
-
     import torch
 
     from farm.cutting.stitch import encode_segment, find_ffmpeg, join_segments, make_srt
-    from farm.driver.render import ANCHOR_PASS, SCENE_PASS, plan_jobs
-    from farm.render.bigsleep import derive_seed, render_scene_with_state
+    from farm.driver.render import job_arguments, plan_jobs
+    from farm.render.bigsleep import render_scene_with_state
     from farm.render.models import load_models
     from farm.writing.plan import plan_film
 
@@ -57,13 +55,8 @@ def plain_loop(spec, out: Path, threads: int) -> dict[str, float]:
     counts = spec.frames_per_scene()
     latents, segments = {}, {}
     for job in plan_jobs(spec):
-        settings, frames, rendering_pass = spec.render, counts[job.scene], SCENE_PASS
-        if job.kind == "anchor":
-            settings = dataclasses.replace(settings, warmup_steps=settings.anchor_steps)
-            frames, rendering_pass = 0, ANCHOR_PASS
-        sleeper, frame_iter = render_scene_with_state(
-            models, settings, spec.scenes[job.scene].visual_prompt, derive_seed(spec.seed, job.scene, rendering_pass),
-            frames, latents.get(job.start_from))
+        settings, prompt, seed, frames = job_arguments(spec, job, counts)
+        sleeper, frame_iter = render_scene_with_state(models, settings, prompt, seed, frames, latents.get(job.start_from))
         folder = out / f"{job.scene:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         for frame in frame_iter:

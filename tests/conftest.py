@@ -43,6 +43,14 @@ def ray_cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def decode_video(path):
+    """Every frame of a film's video stream, decoded with PyAV, as (H, W, 3) arrays."""
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
 def run_farm(*args: str, cwd: Path | None = None, timeout: float = 300):
     """Run the real ``farm`` console script of this environment."""
     import subprocess

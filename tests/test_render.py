@@ -14,14 +14,14 @@ from farm.driver.render import plan_jobs, render_film
 from farm.errors import OutputConflictError
 from farm.spec import spec_from_dict
 
-from conftest import tiny_film
+from conftest import decode_video, tiny_film
 
 
 def decode(path):
+    """The film's frames, its video stream, its duration in seconds and its subtitle track count."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-        return frames, stream, float(container.duration) / 1e6, len(container.streams.subtitles)
+        return decode_video(path), stream, float(container.duration) / 1e6, len(container.streams.subtitles)
 
 
 def scene_frames(film_dir, scene):

@@ -25,7 +25,7 @@ from farm.cutting.stitch import encode_segment, find_ffmpeg, join_segments, make
 from farm.driver.store import FRAME_NAME, FilmStore, atomic_write
 from farm.errors import ClusterError, FarmError, RenderError
 from farm.render.bigsleep import derive_seed
-from farm.spec import FilmSpec
+from farm.spec import FilmSpec, RenderSpec
 from farm.writing.plan import plan_film
 
 ANCHOR_PASS, SCENE_PASS = 1, 0
@@ -67,6 +67,23 @@ def plan_jobs(spec: FilmSpec) -> list[Job]:
     return anchors + [Job("scene", k, ("anchor", k - 1) if k else None) for k in range(n)]
 
 
+def job_arguments(spec: FilmSpec, job: Job, frames_per_scene: list[int]) -> tuple[RenderSpec, str, int, int]:
+    """What the renderer is given for a job: (settings, prompt, seed, frames).
+
+    An anchor is a warm-up of ``anchor_steps`` steps that draws no frames.
+    """
+    settings, frames, rendering_pass = spec.render, frames_per_scene[job.scene], SCENE_PASS
+    if job.kind == "anchor":
+        settings = dataclasses.replace(settings, warmup_steps=settings.anchor_steps)
+        frames, rendering_pass = 0, ANCHOR_PASS
+    seed = derive_seed(spec.seed, job.scene, rendering_pass)
+    return settings, spec.scenes[job.scene].visual_prompt, seed, frames
+
+
+def worker_label(info: dict[str, Any]) -> str:
+    return f"{info['host']} node {info['node'][:12]}"
+
+
 def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] = None,
                 progress: Optional[Callable[[str], None]] = None) -> FilmResult:
     """Render ``spec`` into ``out/<film>/``: frames, segments, film.mp4 and film.srt.
@@ -104,6 +121,8 @@ class FilmRun:
         self.segments: dict[int, Future] = {}
         self.encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farm-segments")
         self.scenes_rendered = 0
+        # Jobs whose final latents another job starts from.
+        self.starting_points = {job.start_from for job in plan_jobs(spec) if job.start_from}
 
     # --- latents kept on disk, so a later run can start where this one stopped ---------------
 
@@ -130,8 +149,7 @@ class FilmRun:
         if not self.store.scene_complete(job.scene):
             return False
         # A finished scene is only a starting point if its latents survived too.
-        needed = any(j.start_from == job.key for j in plan_jobs(self.spec))
-        return self.load_latents(job.key) if needed else True
+        return self.load_latents(job.key) if job.key in self.starting_points else True
 
     # --- rendering -----------------------------------------------------------------------------
 
@@ -289,8 +307,7 @@ class Dispatcher:
             return
         self.info[worker] = info
         self.idle.append(worker)
-        self.run_.say(f"worker ready on {info['host']} node {info['node'][:12]} ({info['device']}); "
-                      f"{len(self.info)} in the pool")
+        self.run_.say(f"worker ready on {worker_label(info)} ({info['device']}); {len(self.info)} in the pool")
 
     def replace(self, worker: Any) -> None:
         self.info.pop(worker, None)
@@ -313,19 +330,13 @@ class Dispatcher:
                 continue
             self.waiting.remove(job)
             worker = self.idle.pop(0)
-            settings = self.spec.render
-            frames = self.run_.counts[job.scene]
-            if job.kind == "anchor":
-                settings, frames = dataclasses.replace(settings, warmup_steps=settings.anchor_steps), 0
-            seed = derive_seed(self.spec.seed, job.scene, ANCHOR_PASS if job.kind == "anchor" else SCENE_PASS)
             init = self.run_.latents.get(job.start_from) if job.start_from else None
             stream = worker.render.options(num_returns="streaming").remote(
-                settings, self.spec.scenes[job.scene].visual_prompt, seed, frames, init)
+                *job_arguments(self.spec, job, self.run_.counts), init)
             self.running[stream] = (job, worker, time.perf_counter())
             entry = self.store.scene_entry(job.scene)
             if job.kind == "scene":
-                entry.update(state="running", attempts=entry["attempts"] + 1,
-                             worker=f"{self.info[worker]['host']} node {self.info[worker]['node'][:12]}")
+                entry.update(state="running", attempts=entry["attempts"] + 1, worker=worker_label(self.info[worker]))
             else:
                 entry["anchor_attempts"] += 1
 
