@@ -54,7 +54,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_models(spec: ModelsSpec, size: int, device: torch.device) -> Models:
-    clip, clip_size = load_clip(spec)
+    if spec.clip == "toy":  # trained here on procedural pictures, with its own compact tokenizer
+        from farm.toy.clip import load_toy_clip
+        clip, toy_tokenizer, clip_size = load_toy_clip()
+    else:
+        clip, clip_size = load_clip(spec)
     biggan = load_biggan(spec, size)
     resolution = biggan.config.output_dim
     if resolution != size:
@@ -69,7 +73,7 @@ def load_models(spec: ModelsSpec, size: int, device: torch.device) -> Models:
     return Models(
         clip=clip,
         # tiny reuses ViT-B-32's tokenizer: the BPE vocabulary CLIP ships with.
-        tokenizer=open_clip.get_tokenizer("ViT-B-32" if spec.clip == "tiny" else spec.clip),
+        tokenizer=toy_tokenizer if spec.clip == "toy" else open_clip.get_tokenizer("ViT-B-32" if spec.clip == "tiny" else spec.clip),
         biggan=biggan,
         clip_size=clip_size,
         clip_mean=mean.to(device),

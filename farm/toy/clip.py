@@ -1,0 +1,88 @@
+"""The toy CLIP: the real ``open_clip.CLIP`` class at small widths, trained on the toy world.
+
+Tokenization goes through open_clip's own tokenizer (ViT-B-32's BPE, vocabulary
+49408), then a lookup maps the few BPE ids the toy world uses onto a compact
+vocabulary (every other id becomes ``<unk>``). A full 49408-row token embedding
+would be most of the model; the compact one is a few dozen rows. The open_clip
+text tower pools at the highest token id (argmax), so ``<end_of_text>`` keeps the
+highest compact id, and padding stays 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from farm.errors import ModelError
+
+WEIGHTS = Path(__file__).with_name("weights") / "toy_clip.pt"
+# Architecture of the shipped toy CLIP (also stored in the weights file).
+TOY_CLIP = dict(embed_dim=64, image_size=48, patch_size=8, vision_width=64, vision_layers=3, vision_head_width=32,
+                text_width=64, text_heads=2, text_layers=2, context_length=16)
+SOT, EOT = 49406, 49407  # open_clip's start/end-of-text ids
+
+
+class ToyTokenizer:
+    """open_clip's BPE tokenizer followed by a map onto the toy vocabulary."""
+
+    def __init__(self, bpe_ids: list[int], context_length: int) -> None:
+        import open_clip
+
+        self.bpe = open_clip.get_tokenizer("ViT-B-32")
+        self.context_length = context_length
+        self.bpe_ids = list(bpe_ids)
+        lookup = torch.full((49408,), 1, dtype=torch.long)  # <unk>
+        lookup[0] = 0  # padding
+        for i, bpe_id in enumerate(self.bpe_ids):
+            lookup[bpe_id] = 2 + i
+        lookup[SOT] = 2 + len(self.bpe_ids)
+        lookup[EOT] = 3 + len(self.bpe_ids)
+        self.lookup = lookup
+        self.vocab_size = 4 + len(self.bpe_ids)
+
+    @classmethod
+    def for_words(cls, words: list[str], context_length: int) -> "ToyTokenizer":
+        import open_clip
+
+        bpe = open_clip.get_tokenizer("ViT-B-32")
+        ids = sorted({int(t) for t in bpe(list(words), context_length=8).flatten().tolist()} - {0, SOT, EOT})
+        return cls(ids, context_length)
+
+    def __call__(self, texts, context_length: int | None = None) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        tokens = self.bpe(list(texts), context_length=context_length or self.context_length)
+        return self.lookup[tokens]
+
+
+def build_toy_clip(config: dict, vocab_size: int) -> nn.Module:
+    import open_clip
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    c = config
+    vision = CLIPVisionCfg(layers=c["vision_layers"], width=c["vision_width"], head_width=c["vision_head_width"],
+                           patch_size=c["patch_size"], image_size=c["image_size"])
+    text = CLIPTextCfg(context_length=c["context_length"], vocab_size=vocab_size, width=c["text_width"],
+                       heads=c["text_heads"], layers=c["text_layers"])
+    return open_clip.CLIP(embed_dim=c["embed_dim"], vision_cfg=vision, text_cfg=text)
+
+
+def save_toy_clip(path: Path, model: nn.Module, tokenizer: ToyTokenizer, config: dict, info: dict) -> None:
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": config, "bpe_ids": tokenizer.bpe_ids, "state": state, "info": info}, path)
+
+
+def load_toy_clip(path: Path | str = WEIGHTS) -> tuple[nn.Module, ToyTokenizer, int]:
+    """The trained toy CLIP (float32 on the CPU), its tokenizer and its input side in pixels."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"models.clip: the toy CLIP weights are missing ({path}); run scripts/train_toy.py")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    config = saved["config"]
+    tokenizer = ToyTokenizer(saved["bpe_ids"], config["context_length"])
+    model = build_toy_clip(config, tokenizer.vocab_size)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["state"].items()})
+    return model.eval(), tokenizer, config["image_size"]

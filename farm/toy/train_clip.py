@@ -1,0 +1,149 @@
+"""Contrastive training of the toy CLIP on the toy world, and its zero-shot evaluation.
+
+Deterministic from its seed on a given machine and thread count: the pictures come
+from a seeded :class:`ToyWorld`, the weights from ``torch.manual_seed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from farm.toy.clip import TOY_CLIP, ToyTokenizer, build_toy_clip
+from farm.toy.world import COLOURS, POSITIONS, SHAPES, WORDS, Picture, ToyWorld
+
+MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)  # open_clip.OPENAI_DATASET_MEAN
+STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
+
+
+@dataclass
+class Recipe:
+    seed: int = 0
+    steps: int = 1000
+    batch: int = 64
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.05
+    warmup: int = 100
+    group: int = 4  # pictures per batch sharing colour and background, differing in shape, place, size
+    crop_min: float = 0.8  # random crops of this fraction of the side or more, like the renderer's cutouts
+    threads: int = 2
+    config: dict = field(default_factory=lambda: dict(TOY_CLIP))
+
+
+def to_clip_input(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) normalised as open_clip expects."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    return (x - MEAN) / STD
+
+
+def random_crops(x: torch.Tensor, crop_min: float, generator: torch.Generator) -> torch.Tensor:
+    """One random square crop per image (side in [crop_min, 1] of the image), resized back."""
+    n = x.shape[0]
+    scale = crop_min + (1 - crop_min) * torch.rand(n, generator=generator)
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - scale)[:, None]
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def contrastive_loss(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy; pairs with the same caption all count as matches."""
+    image_features, text_features, logit_scale = model(images, tokens)[:3]
+    logits = logit_scale * image_features @ text_features.T
+    index = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    ids = torch.tensor([index[c] for c in captions])
+    same = (ids[:, None] == ids[None, :]).float()
+    targets = same / same.sum(dim=1, keepdim=True)
+    return (torch.sum(-targets * F.log_softmax(logits, 1), 1).mean()
+            + torch.sum(-targets * F.log_softmax(logits.T, 1), 1).mean()) / 2
+
+
+def train(recipe: Recipe, log=print, evaluate_every: int = 500, checkpoint=None) -> tuple[nn.Module, ToyTokenizer, dict]:
+    """Train from scratch; ``checkpoint(model, tokenizer)`` is called after every evaluation."""
+    torch.set_num_threads(recipe.threads)
+    torch.manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    tokenizer = ToyTokenizer.for_words(WORDS, recipe.config["context_length"])
+    model = build_toy_clip(recipe.config, tokenizer.vocab_size)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                                   {"params": rest, "weight_decay": 0.0}], lr=recipe.learning_rate)
+    world = ToyWorld(seed=recipe.seed, size=recipe.config["image_size"])
+    start = time.monotonic()
+    history = []
+    for step in range(recipe.steps):
+        lr = recipe.learning_rate * min(1.0, (step + 1) / recipe.warmup) * 0.5 * (1 + math.cos(math.pi * step / recipe.steps))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = world.batch(recipe.batch, recipe.group)
+        images = random_crops(to_clip_input(batch.images), recipe.crop_min, generator)
+        model.train()
+        loss = contrastive_loss(model, images, tokenizer(batch.captions), batch.captions)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if (step + 1) % 50 == 0 or step == 0:
+            log(f"step {step + 1}/{recipe.steps} loss {loss.item():.3f} lr {lr:.2e} "
+                f"scale {model.logit_scale.exp().item():.1f} {time.monotonic() - start:.0f}s")
+        if evaluate_every and (step + 1) % evaluate_every == 0 and step + 1 < recipe.steps:
+            accuracy = zero_shot_accuracy(model, tokenizer, seed=10_000 + step, n=200)
+            history.append({"step": step + 1, **accuracy})
+            log(f"  held-out zero-shot at step {step + 1}: {fmt(accuracy)}")
+            if checkpoint is not None:
+                checkpoint(model, tokenizer)
+    seconds = time.monotonic() - start
+    model.eval()
+    return model, tokenizer, {"seconds": seconds, "history": history}
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model: nn.Module, tokenizer: ToyTokenizer, seed: int, n: int = 1000,
+                       full_captions: bool = True) -> dict[str, float]:
+    """Zero-shot accuracy per attribute on freshly drawn pictures.
+
+    For every picture and attribute (colour, shape, position), CLIP picks among the
+    captions that differ from the true one in that attribute only; with
+    ``full_captions=False`` the captions are the short "a red circle" form (no
+    position, size, background), so only colour and shape are scored.
+    """
+    model.eval()
+    side = model.visual.image_size
+    world = ToyWorld(seed=seed, size=side[0] if isinstance(side, (tuple, list)) else int(side), partial_captions=False)
+    batch = world.batch(n)
+    image_features = F.normalize(model.encode_image(to_clip_input(batch.images)), dim=-1)
+    cache: dict[str, torch.Tensor] = {}
+
+    def embed(captions: list[str]) -> torch.Tensor:
+        missing = [c for c in dict.fromkeys(captions) if c not in cache]
+        if missing:
+            for c, e in zip(missing, F.normalize(model.encode_text(tokenizer(missing)), dim=-1)):
+                cache[c] = e
+        return torch.stack([cache[c] for c in captions])
+
+    options = {"colour": list(COLOURS), "shape": list(SHAPES), "position": list(POSITIONS)}
+    if not full_captions:
+        del options["position"]
+    right = {a: 0 for a in options}
+    for i, p in enumerate(batch.pictures):
+        for attribute, values in options.items():
+            candidates = [Picture(**{**p.__dict__, attribute: v}) for v in values]
+            texts = [c.caption() if full_captions else c.caption(size=False, position=False, background=False)
+                     for c in candidates]
+            scores = embed(texts) @ image_features[i]
+            right[attribute] += int(values[int(scores.argmax())] == getattr(p, attribute))
+    return {a: right[a] / n for a in options}
+
+
+def fmt(accuracy: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.1%}" for k, v in accuracy.items())

@@ -1,0 +1,140 @@
+"""A toy world: procedural pictures of one coloured shape, each with a caption.
+
+"a small red circle at the top on a blue background": a shape (circle, square,
+triangle) of one of eight colours, at one of five positions, small or big, on a
+background of another colour, with a little noise. Seeded and endless: the same
+seed gives the same pictures, and there is always another batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 50),
+    "blue": (30, 60, 220),
+    "yellow": (240, 220, 30),
+    "white": (245, 245, 245),
+    "black": (12, 12, 12),
+    "orange": (245, 135, 20),
+    "purple": (135, 40, 180),
+}
+SHAPES = ("circle", "square", "triangle")
+# Position name -> (phrase, centre x, centre y) as fractions of the side.
+POSITIONS = {
+    "left": ("on the left", 0.25, 0.5),
+    "right": ("on the right", 0.75, 0.5),
+    "top": ("at the top", 0.5, 0.25),
+    "bottom": ("at the bottom", 0.5, 0.75),
+    "centre": ("in the centre", 0.5, 0.5),
+}
+# Size name -> radius range as a fraction of the side.
+SIZES = {"small": (0.10, 0.14), "big": (0.17, 0.22)}
+WORDS = sorted({w for c in COLOURS for w in c.split()} | set(SHAPES) | set(SIZES)
+               | {w for phrase, _, _ in POSITIONS.values() for w in phrase.split()}
+               | {"a", "on", "background", "center", "middle"})
+
+
+@dataclass(frozen=True)
+class Picture:
+    colour: str
+    shape: str
+    position: str
+    size: str
+    background: str
+
+    def caption(self, size: bool = True, position: bool = True, background: bool = True) -> str:
+        words = ["a"] + ([self.size] if size else []) + [self.colour, self.shape]
+        if position:
+            words.append(POSITIONS[self.position][0])
+        if background:
+            words.append(f"on a {self.background} background")
+        return " ".join(words)
+
+
+@dataclass
+class Batch:
+    images: np.ndarray  # (N, H, W, 3) uint8
+    pictures: list[Picture]
+    captions: list[str]
+
+
+class ToyWorld:
+    """An endless, seeded source of captioned pictures."""
+
+    def __init__(self, seed: int, size: int = 64, noise: float = 12.0, partial_captions: bool = True) -> None:
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.size = size
+        self.noise = noise
+        self.partial_captions = partial_captions
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+        self.xs, self.ys = (xs + 0.5) / size, (ys + 0.5) / size
+
+    def pictures(self, n: int, group: int = 1) -> list[Picture]:
+        """``n`` random pictures; runs of ``group`` share colour and background (hard negatives for training)."""
+        rng = self.rng
+        colours = list(COLOURS)
+        out = []
+        for i in range(n):
+            if i % group == 0:
+                colour = colours[rng.integers(len(colours))]
+                background = colour
+                while background == colour:
+                    background = colours[rng.integers(len(colours))]
+            out.append(Picture(colour, SHAPES[rng.integers(len(SHAPES))], list(POSITIONS)[rng.integers(len(POSITIONS))],
+                               list(SIZES)[rng.integers(len(SIZES))], background))
+        return out
+
+    def draw(self, pictures: list[Picture]) -> np.ndarray:
+        """Pictures -> (N, H, W, 3) uint8: exact shape, jittered placement, size and colours, noise."""
+        rng = self.rng
+        n, s = len(pictures), self.size
+        images = np.empty((n, s, s, 3), np.float32)
+        for i, p in enumerate(pictures):
+            _, cx, cy = POSITIONS[p.position]
+            low, high = SIZES[p.size]
+            r = rng.uniform(low, high)
+            cx, cy = cx + rng.uniform(-0.05, 0.05), cy + rng.uniform(-0.05, 0.05)
+            mask = shape_mask(p.shape, self.xs, self.ys, cx, cy, r)
+            fg = np.array(COLOURS[p.colour], np.float32) + rng.normal(0, 10, 3)
+            bg = np.array(COLOURS[p.background], np.float32) + rng.normal(0, 10, 3)
+            images[i] = np.where(mask[..., None], fg, bg)
+        images += rng.normal(0, 1, images.shape).astype(np.float32) * rng.uniform(0, self.noise, (n, 1, 1, 1)).astype(np.float32)
+        return images.clip(0, 255).round().astype(np.uint8)
+
+    def batch(self, n: int, group: int = 1) -> Batch:
+        pictures = self.pictures(n, group)
+        images = self.draw(pictures)
+        captions = []
+        for p in pictures:
+            if self.partial_captions:
+                keep = self.rng.random(3)
+                caption = p.caption(size=keep[0] < 0.4, position=keep[1] < 0.75, background=keep[2] < 0.75)
+                if p.position == "centre" and self.rng.random() < 0.4:
+                    caption = caption.replace("in the centre", ["in the center", "in the middle"][self.rng.integers(2)])
+            else:
+                caption = p.caption()
+            captions.append(caption)
+        return Batch(images, pictures, captions)
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            yield self.batch(64)
+
+
+def shape_mask(shape: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
+    """Boolean mask of a shape of 'radius' r centred at (cx, cy); areas roughly alike."""
+    if shape == "circle":
+        return (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
+    if shape == "square":
+        half = r * 0.886  # same area as the circle
+        return (np.abs(xs - cx) <= half) & (np.abs(ys - cy) <= half)
+    if shape == "triangle":  # pointing up, apex at the top
+        top, bottom = cy - 1.1 * r, cy + 0.8 * r
+        t = (ys - top) / (bottom - top)
+        return (t >= 0) & (t <= 1) & (np.abs(xs - cx) <= 1.15 * r * t)
+    raise ValueError(f"unknown shape {shape!r}")
