@@ -143,9 +143,20 @@ def colour_leads(models, settings) -> dict[str, float]:
     return leads
 
 
-def test_toy_preset_paints_the_prompted_colour(toy_models):
+@pytest.fixture(scope="module")
+def default_leads(toy_models):
+    return colour_leads(toy_models, toy_spec().render)
+
+
+def test_toy_preset_paints_the_prompted_colour(toy_models, default_leads):
     from open_clip import CLIP
 
     assert isinstance(toy_models.clip, CLIP)
-    leads = colour_leads(toy_models, toy_spec().render)
-    assert all(lead > 20 for lead in leads.values()), leads
+    assert all(lead > 20 for lead in default_leads.values()), default_leads
+
+
+def test_a_clip_weight_far_too_low_loses_the_prompt(toy_models, default_leads):
+    """The loss balance matters: with the CLIP term 1000 times too weak the regularisers win."""
+    weak = colour_leads(toy_models, toy_spec(clip_weight=toy_spec().render.clip_weight / 1000).render)
+    assert min(weak.values()) < 20 and np.mean(list(weak.values())) < np.mean(list(default_leads.values())) - 20, (
+        weak, default_leads)

@@ -30,7 +30,8 @@ class Recipe:
     learning_rate: float = 3e-3
     weight_decay: float = 0.05
     warmup: int = 100
-    group: int = 4  # pictures per batch sharing colour and background, differing in shape, place, size
+    hard_negatives: bool = True  # NegCLIP: each picture also scored against a caption wrong in one attribute
+    group: int = 2  # pictures per batch sharing colour and background, differing in shape, place, size
     crop_min: float = 0.8  # random crops of this fraction of the side or more, like the renderer's cutouts
     threads: int = 2
     config: dict = field(default_factory=lambda: dict(TOY_CLIP))
@@ -54,16 +55,24 @@ def random_crops(x: torch.Tensor, crop_min: float, generator: torch.Generator) -
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def contrastive_loss(model: nn.Module, images: torch.Tensor, tokens: torch.Tensor, captions: list[str]) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy; pairs with the same caption all count as matches."""
-    image_features, text_features, logit_scale = model(images, tokens)[:3]
-    logits = logit_scale * image_features @ text_features.T
-    index = {c: i for i, c in enumerate(dict.fromkeys(captions))}
-    ids = torch.tensor([index[c] for c in captions])
-    same = (ids[:, None] == ids[None, :]).float()
+def contrastive_loss(model: nn.Module, images: torch.Tensor, tokenizer: ToyTokenizer, captions: list[str],
+                     negatives: list[str] | None = None) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy; pairs with the same caption all count as matches.
+
+    With ``negatives`` (NegCLIP's hard negatives: a caption per picture wrong in one
+    attribute), the image-to-text direction also scores every picture against them."""
+    texts = captions + (negatives or [])
+    image_features, text_features, logit_scale = model(images, tokenizer(texts))[:3]
+    logits = logit_scale * image_features @ text_features.T  # (N, N [+ N])
+    n = len(captions)
+    index = {c: i for i, c in enumerate(dict.fromkeys(texts))}
+    ids = torch.tensor([index[c] for c in texts])
+    same = (ids[:n, None] == ids[None, :]).float()  # a negative that happens to be another picture's true caption
     targets = same / same.sum(dim=1, keepdim=True)
-    return (torch.sum(-targets * F.log_softmax(logits, 1), 1).mean()
-            + torch.sum(-targets * F.log_softmax(logits.T, 1), 1).mean()) / 2
+    image_to_text = torch.sum(-targets * F.log_softmax(logits, 1), 1).mean()
+    targets_t = same[:, :n].T / same[:, :n].T.sum(dim=1, keepdim=True)
+    text_to_image = torch.sum(-targets_t * F.log_softmax(logits[:, :n].T, 1), 1).mean()
+    return (image_to_text + text_to_image) / 2
 
 
 def train(recipe: Recipe, log=print, evaluate_every: int = 500, checkpoint=None) -> tuple[nn.Module, ToyTokenizer, dict]:
@@ -87,7 +96,8 @@ def train(recipe: Recipe, log=print, evaluate_every: int = 500, checkpoint=None)
         batch = world.batch(recipe.batch, recipe.group)
         images = random_crops(to_clip_input(batch.images), recipe.crop_min, generator)
         model.train()
-        loss = contrastive_loss(model, images, tokenizer(batch.captions), batch.captions)
+        loss = contrastive_loss(model, images, tokenizer, batch.captions,
+                                batch.negatives if recipe.hard_negatives else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

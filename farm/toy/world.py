@@ -61,6 +61,7 @@ class Batch:
     images: np.ndarray  # (N, H, W, 3) uint8
     pictures: list[Picture]
     captions: list[str]
+    negatives: list[str]  # per picture, a caption worded alike that is wrong in one attribute
 
 
 class ToyWorld:
@@ -109,17 +110,30 @@ class ToyWorld:
     def batch(self, n: int, group: int = 1) -> Batch:
         pictures = self.pictures(n, group)
         images = self.draw(pictures)
-        captions = []
+        rng = self.rng
+        captions, negatives = [], []
         for p in pictures:
-            if self.partial_captions:
-                keep = self.rng.random(3)
-                caption = p.caption(size=keep[0] < 0.4, position=keep[1] < 0.75, background=keep[2] < 0.75)
-                if p.position == "centre" and self.rng.random() < 0.4:
-                    caption = caption.replace("in the centre", ["in the center", "in the middle"][self.rng.integers(2)])
-            else:
-                caption = p.caption()
+            keep = rng.random(3)
+            parts = dict(size=keep[0] < 0.4, position=keep[1] < 0.75, background=keep[2] < 0.75)
+            if not self.partial_captions:
+                parts = dict(size=True, position=True, background=True)
+            wrong = self.wrong_in_one_attribute(p, parts["position"])
+            caption, negative = p.caption(**parts), wrong.caption(**parts)
+            if self.partial_captions and p.position == "centre" and rng.random() < 0.4:
+                caption = caption.replace("in the centre", ["in the center", "in the middle"][rng.integers(2)])
             captions.append(caption)
-        return Batch(images, pictures, captions)
+            negatives.append(negative)
+        return Batch(images, pictures, captions, negatives)
+
+    def wrong_in_one_attribute(self, p: Picture, position: bool) -> Picture:
+        """The picture with its colour (often swapped with the background's), shape or position changed."""
+        rng = self.rng
+        attribute = ("colour", "shape", "position")[rng.integers(3 if position else 2)]
+        if attribute == "colour" and rng.random() < 0.5:
+            return Picture(p.background, p.shape, p.position, p.size, p.colour)
+        values = {"colour": list(COLOURS), "shape": list(SHAPES), "position": list(POSITIONS)}[attribute]
+        others = [v for v in values if v != getattr(p, attribute)]
+        return Picture(**{**p.__dict__, attribute: others[rng.integers(len(others))]})
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
