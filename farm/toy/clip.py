@@ -21,6 +21,9 @@ WEIGHTS = Path(__file__).with_name("weights") / "toy_clip.pt"
 # Architecture of the shipped toy CLIP (also stored in the weights file).
 TOY_CLIP = dict(embed_dim=64, image_size=48, patch_size=8, vision_width=64, vision_layers=3, vision_head_width=32,
                 text_width=64, text_heads=2, text_layers=2, context_length=16)
+# A ResNet image tower (open_clip's ModifiedResNet) learns position and shape far sooner (see docs/TOY.md):
+TOY_CLIP_RESNET = dict(embed_dim=64, image_size=64, vision_layers=[1, 1, 1, 1], vision_width=8,
+                       text_width=64, text_heads=2, text_layers=2, context_length=16)
 SOT, EOT = 49406, 49407  # open_clip's start/end-of-text ids
 
 
@@ -62,8 +65,11 @@ def build_toy_clip(config: dict, vocab_size: int) -> nn.Module:
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
     c = config
-    vision = CLIPVisionCfg(layers=c["vision_layers"], width=c["vision_width"], head_width=c["vision_head_width"],
-                           patch_size=c["patch_size"], image_size=c["image_size"])
+    if isinstance(c["vision_layers"], (list, tuple)):  # open_clip's ModifiedResNet (as in CLIP RN50)
+        vision = CLIPVisionCfg(layers=tuple(c["vision_layers"]), width=c["vision_width"], image_size=c["image_size"])
+    else:
+        vision = CLIPVisionCfg(layers=c["vision_layers"], width=c["vision_width"], head_width=c["vision_head_width"],
+                               patch_size=c["patch_size"], image_size=c["image_size"])
     text = CLIPTextCfg(context_length=c["context_length"], vocab_size=vocab_size, width=c["text_width"],
                        heads=c["text_heads"], layers=c["text_layers"])
     return open_clip.CLIP(embed_dim=c["embed_dim"], vision_cfg=vision, text_cfg=text)

@@ -25,13 +25,14 @@ STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
 @dataclass
 class Recipe:
     seed: int = 0
-    steps: int = 1000
+    steps: int = 300
     batch: int = 64
     learning_rate: float = 3e-3
     weight_decay: float = 0.05
-    warmup: int = 100
-    hard_negatives: bool = True  # NegCLIP: each picture also scored against a caption wrong in one attribute
-    group: int = 2  # pictures per batch sharing colour and background, differing in shape, place, size
+    warmup: int = 50
+    hard_negatives: bool = False  # NegCLIP: each picture also scored against a caption wrong in one attribute
+    group: int = 1  # pictures per batch sharing colour and background, differing in shape, place, size
+    temperature: float = 0.07  # initial softmax temperature (CLIP's 0.07); learnt from there
     crop_min: float = 0.8  # random crops of this fraction of the side or more, like the renderer's cutouts
     threads: int = 2
     config: dict = field(default_factory=lambda: dict(TOY_CLIP))
@@ -82,6 +83,8 @@ def train(recipe: Recipe, log=print, evaluate_every: int = 500, checkpoint=None)
     generator = torch.Generator().manual_seed(recipe.seed)
     tokenizer = ToyTokenizer.for_words(WORDS, recipe.config["context_length"])
     model = build_toy_clip(recipe.config, tokenizer.vocab_size)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(1 / recipe.temperature))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
