@@ -122,7 +122,7 @@ class RenderSpec:
     """Big Sleep's knobs. big-sleep (lucidrains, the reference) defaults are in docs/SPEC.md beside ours."""
 
     preset: str = "draft"
-    """Named defaults from farm/presets/: tiny (CPU, random weights), draft, final."""
+    """Named defaults from farm/presets/: tiny (CPU, random weights), toy (CPU, toy CLIP), draft, final."""
     steps_per_frame: int = 4
     """Optimisation steps between two frames: a scene's frames are its trajectory."""
     # --- the loss -------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ class RenderSpec:
 @dataclass(frozen=True)
 class ModelsSpec:
     clip: str = "ViT-B-32-quickgelu"
-    """An open_clip architecture name, or "tiny" (small widths, random weights). OpenAI's
+    """An open_clip architecture name, "tiny" (small widths, random weights) or "toy" (trained on farm/toy pictures). OpenAI's
     weights need the -quickgelu variants: that is the activation they were trained with."""
     clip_pretrained: Optional[str] = "openai"
     """An open_clip pretrained tag, or the path of a staged weights file."""
