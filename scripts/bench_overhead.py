@@ -41,7 +41,7 @@ def plain_loop(spec, out: Path, threads: int) -> dict[str, float]:
     import torch
 
     from farm.cutting.stitch import encode_segment, find_ffmpeg, join_segments, make_srt
-    from farm.driver.render import job_arguments, plan_jobs
+    from farm.driver.jobs import job_arguments, plan_jobs
     from farm.render.bigsleep import render_scene_with_state
     from farm.render.models import load_models
     from farm.writing.plan import plan_film

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from farm.driver.render import plan_jobs, render_film
+from farm.driver.jobs import plan_jobs
+from farm.driver.render import render_film
 from farm.errors import OutputConflictError
 from farm.spec import spec_from_dict
 
