@@ -33,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a spec field, e.g. --set render.cutouts=16 (repeatable)")
     render.add_argument("--address", help="join this Ray cluster (default: start a local one)")
     render.add_argument("--quiet", action="store_true", help="print only the film's path")
+    # issue 9: resume, progress
+    render.add_argument("--resume", action="store_true",
+                        help="continue the film already in --out (say what is done and part-done); "
+                             "refuse a folder holding no film")
+    render.add_argument("--rerender-changed", action="store_true",
+                        help="accept a spec that differs from the film in --out: render again the scenes "
+                             "the changes touch (every changed field is listed)")
+    render.add_argument("--progress", choices=["auto", "bar", "plain", "json"], default="auto",
+                        help="auto: a live bar in a terminal, plain lines otherwise; json: JSON lines on stdout")
     render.set_defaults(handler=cmd_render)
 
     check = commands.add_parser(
@@ -47,17 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from farm.driver.progress import reporter
     from farm.driver.render import render_film
     from farm.spec import load_spec
 
     spec = load_spec(args.spec, preset=args.preset, overrides=args.overrides)
-
-    def progress(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-
-    result = render_film(spec, out=args.out, address=args.address, progress=None if args.quiet else progress)
-    if not args.quiet:
-        progress(f"{result.frames} frames, {result.scenes_rendered} scene(s) rendered in {result.seconds:.1f}s")
+    report = reporter(args.progress, quiet=args.quiet)
+    try:
+        result = render_film(spec, out=args.out, address=args.address,
+                             progress=report.message if report else None,
+                             events=report.event if report else None,
+                             resume=args.resume, rerender_changed=args.rerender_changed)
+    finally:
+        if report:
+            report.close()
+    if report and args.progress == "json":
+        report.event({"event": "done", "video": str(result.video), "frames": result.frames,
+                      "scenes_rendered": result.scenes_rendered, "seconds": round(result.seconds, 3)})
+        return 0
+    if report:
+        report.message(f"{result.frames} frames, {result.scenes_rendered} scene(s) rendered in {result.seconds:.1f}s")
     print(result.video)
     return 0
 

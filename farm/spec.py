@@ -182,6 +182,29 @@ class LLMSpec:
             raise SpecError(f"{path}.temperature", f"must be in [0, 2], got {self.temperature!r}")
 
 
+# --- dispatch: how the farm runs a film (issue 9). None of these change a single pixel. ---------
+
+
+@dataclass(frozen=True)
+class DispatchSpec:
+    state_every: int = 1
+    """Frames between two renderer states sent back with a frame (latents, EMA, Adam moments,
+    RNG states). A scene lost mid-way resumes from its last state on another worker, so with
+    1 no frame already on disk is rendered again. 0: no states (a lost scene starts over)."""
+    bad_node_failures: int = 3
+    """Worker deaths or scene failures on one node after which that node gets no new workers
+    for this film (the manifest lists it with the reason)."""
+    in_flight: int = 8
+    """Frames a worker may have sent that the driver has not taken yet (stream back-pressure)."""
+
+    def validate(self, path: str) -> None:
+        if self.state_every < 0:
+            raise SpecError(f"{path}.state_every", f"must not be negative, got {self.state_every!r}")
+        for name in ("bad_node_failures", "in_flight"):
+            if getattr(self, name) < 1:
+                raise SpecError(f"{path}.{name}", f"must be at least 1, got {getattr(self, name)!r}")
+
+
 @dataclass(frozen=True)
 class FilmSpec:
     title: str
@@ -192,6 +215,7 @@ class FilmSpec:
     render: RenderSpec = field(default_factory=RenderSpec)
     models: ModelsSpec = field(default_factory=ModelsSpec)
     llm: LLMSpec = field(default_factory=LLMSpec)
+    dispatch: DispatchSpec = field(default_factory=DispatchSpec)  # issue 9: how the farm runs it
 
     def validate(self, path: str = "") -> None:
         if not self.title.strip() or not slugify(self.title):

@@ -110,7 +110,7 @@ def test_a_different_film_in_the_folder_is_refused_and_untouched(keyframe_film):
     spec, out, result, _ = keyframe_film
     snapshot = {p: p.read_bytes() for p in result.path.rglob("*") if p.is_file()}
     other = spec_from_dict(spec.to_dict(), overrides=["scenes.0.prompt=a red balloon"])
-    with pytest.raises(OutputConflictError, match=r"already holds a different film \(differs at scenes\)"):
+    with pytest.raises(OutputConflictError, match=r"already holds a different film \(differs at scenes\[0\]\.prompt\)"):
         render_film(other, out=out)
     assert {p: p.read_bytes() for p in result.path.rglob("*") if p.is_file()} == snapshot
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -16,11 +16,13 @@ from farm.spec import FilmSpec
 
 
 class FilmRun:
-    def __init__(self, spec: FilmSpec, store: FilmStore, exe: str, say: Callable[[str], None]) -> None:
+    def __init__(self, spec: FilmSpec, store: FilmStore, exe: str, say: Callable[[str], None],
+                 events: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
         self.spec = spec
         self.store = store
         self.exe = exe
         self.say = say
+        self.events = events
         self.counts = spec.frames_per_scene()
         self.latents: dict[tuple[str, int], dict[str, np.ndarray]] = {}
         self.segments: dict[int, Future] = {}
@@ -31,22 +33,20 @@ class FilmRun:
 
     # --- latents kept on disk, so a later run can start where this one stopped ---------------
 
-    def latents_path(self, key: tuple[str, int]) -> Path:
-        return self.store.scene_dir(key[1]) / f"{key[0]}_latents.npz"
+    def emit(self, event: str, **fields: Any) -> None:
+        """A progress event (frames, scene, worker, node, autoscaler) for a reporter."""
+        if self.events is not None:
+            self.events({"event": event, "time": round(time.time(), 3), **fields})
 
     def save_latents(self, key: tuple[str, int], arrays: dict[str, np.ndarray]) -> None:
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        atomic_write(self.latents_path(key), buffer.getvalue())
+        self.store.write_arrays(key[1], f"{key[0]}_latents", arrays)
         self.latents[key] = arrays
 
     def load_latents(self, key: tuple[str, int]) -> bool:
-        path = self.latents_path(key)
-        if not path.is_file():
-            return False
-        with np.load(path) as data:
-            self.latents[key] = {name: data[name] for name in data.files}
-        return True
+        arrays = self.store.read_arrays(key[1], f"{key[0]}_latents")
+        if arrays is not None:
+            self.latents[key] = arrays
+        return arrays is not None
 
     def job_done(self, job: Job) -> bool:
         if job.kind == "anchor":
@@ -71,9 +71,10 @@ class FilmRun:
             return []
         import ray
 
+        joined = ray.is_initialized() or address is not None  # a cluster we did not start may grow
         connected = connect(address)
         try:
-            return Dispatcher(self, jobs).run()
+            return Dispatcher(self, jobs, joined).run()
         finally:
             if connected:
                 ray.shutdown()

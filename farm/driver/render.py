@@ -40,11 +40,16 @@ class FilmResult:
 
 
 def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] = None,
-                progress: Optional[Callable[[str], None]] = None) -> FilmResult:
+                progress: Optional[Callable[[str], None]] = None, *, resume: bool = False,
+                rerender_changed: bool = False,
+                events: Optional[Callable[[dict[str, Any]], None]] = None) -> FilmResult:
     """Render ``spec`` into ``out/<film>/``: frames, segments, film.mp4 and film.srt.
 
     Joins the Ray cluster at ``address``, uses the one this process already joined,
     or starts a local one sized to the machine (and stops it afterwards).
+    ``progress`` gets one-line messages for a person; ``events`` gets dicts (farm.driver.progress).
+    ``resume`` insists on a film already in the folder and says what it found;
+    ``rerender_changed`` lets a changed spec in, rendering again the scenes the change touches.
     """
     started = time.perf_counter()
     say = progress or (lambda message: None)
@@ -53,10 +58,18 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
     exe = find_ffmpeg(spec.video.ffmpeg)
     # 2. Open the film's folder; a different film already there stops us here.
     store = FilmStore(out, spec)
-    store.open()
+    store.open(resume=resume, rerender_changed=rerender_changed)
     say(f"film {spec.title!r}: {len(spec.scenes)} scenes, {sum(spec.frames_per_scene())} frames -> {store.path}")
+    if store.changed:
+        touched = ", ".join(str(i + 1) for i in store.touched) or "none (only the segments are made again)"
+        say(f"the spec changed ({', '.join(store.changed)}); scenes rendered again: {touched}")
+    if resume:
+        say(f"resuming: {store.summary()}")
     # 3. Render what is missing.
-    run = FilmRun(spec, store, exe, say)
+    run = FilmRun(spec, store, exe, say, events)
+    run.emit("film", film=spec.slug, path=str(store.path), scenes=len(spec.scenes),
+             frames_total=sum(spec.frames_per_scene()),
+             frames_done=sum(len(e["hashes"]) for e in store.manifest["scenes"]), changed=store.changed)
     workers = run.render(address)
     # 4. Stitch.
     video = run.stitch()

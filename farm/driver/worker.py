@@ -32,15 +32,23 @@ class SceneWorker:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "device": str(self.models.device),
+            "resources": ray.get_runtime_context().get_assigned_resources(),
         }
 
-    def render(self, settings, prompt: str, seed: int, frames: int, init=None) -> Iterator[dict[str, Any]]:
-        """Stream one item per frame, then a last item with the scene's final (EMA) latents."""
+    def render(self, settings, prompt: str, seed: int, frames: int, init=None, resume=None,
+               state_every: int = 0) -> Iterator[dict[str, Any]]:
+        """Stream one item per frame, then a last item with the scene's final (EMA) latents.
+
+        A frame item carries the renderer's state after it every ``state_every`` frames (and
+        after the last); ``resume`` is such a state: the scene continues from the frame after it.
+        """
         from farm.render.bigsleep import Latents, render_scene_with_state
 
         assert self.models is not None, "load() must run before render()"
         start = Latents.from_numpy(init, self.models.device) if init is not None else None
-        sleeper, frame_iter = render_scene_with_state(self.models, settings, prompt, seed, frames, start)
+        more = {key: value for key, value in (("resume", resume), ("state_every", state_every)) if value}
+        sleeper, frame_iter = render_scene_with_state(self.models, settings, prompt, seed, frames, start, **more)
         for frame in frame_iter:
-            yield {"frame": frame.index, "png": frame.png(), "loss": frame.loss, "similarity": frame.similarity}
+            yield {"frame": frame.index, "png": frame.png(), "loss": frame.loss, "similarity": frame.similarity,
+                   "state": getattr(frame, "state", None)}
         yield {"latents": sleeper.ema.to_numpy()}
