@@ -90,7 +90,7 @@ def reference(cluster, tmp_path_factory):
 def film(title, scenes, frames, reseed="independent", **dispatch):
     data = tiny_film(title, scenes=scenes, duration=1.0, fps=frames)
     data["render"].update(reseed=reseed, device="auto")  # GPU actors (logical GPUs; the models run on CPU)
-    data["dispatch"] = {"state_every": 0, **dispatch}
+    data["dispatch"] = {"state_every": 1, **dispatch}
     return data
 
 
@@ -116,7 +116,7 @@ def test_workers_spread_over_nodes_two_per_gpu_and_the_film_matches_one_worker(c
 
 
 def test_a_node_that_joins_mid_film_gets_work(cluster, tmp_path):
-    data = film("Joiner", scenes=6, frames=4)
+    data = film("Joiner", scenes=6, frames=8)
     joined = []
 
     def on_event(event):
