@@ -116,12 +116,20 @@ def test_workers_spread_over_nodes_two_per_gpu_and_the_film_matches_one_worker(c
 
 
 def test_a_node_that_joins_mid_film_gets_work(cluster, tmp_path):
-    data = film("Joiner", scenes=6, frames=8)
-    joined = []
+    import time
+
+    data = film("Joiner", scenes=6, frames=6, in_flight=1)
+    joined, ready = [], []
 
     def on_event(event):
         if event["event"] == "frames" and not joined:
             joined.append(cluster.add_node(**GPU_NODE))
+        elif event["event"] == "worker" and event["state"] == "ready" and joined and event["node"] == joined[0].node_id:
+            ready.append(event)
+        elif event["event"] == "frames" and not ready:
+            # A new worker takes many seconds to start on a busy 2-core machine: slow the film down
+            # meanwhile (the other workers stall after one frame, in_flight=1) so scenes still wait.
+            time.sleep(1.0)
 
     result = render_film(spec_from_dict(data), out=tmp_path, events=on_event)
     manifest = json.loads((result.path / "manifest.json").read_text())

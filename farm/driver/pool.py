@@ -158,6 +158,7 @@ class WorkerPool:
         ref = worker.load.remote(self.spec.models, self.spec.video.size, self.spec.render.device)
         self.loading[ref] = worker
         self.node_of[worker] = node_id
+        self.emit("worker", state="starting", node=node_id, host=self.hosts.get(node_id), workers=len(self.info))
 
     def loaded(self, ref: Any) -> None:
         """A worker's load() returned: it joins the idle workers, or is dropped if it died."""
