@@ -36,7 +36,7 @@ class FilmResult:
     frames: int
     scenes_rendered: int  # scenes rendered by this run (the rest were already on disk)
     seconds: float
-    workers: list[dict[str, Any]] = field(default_factory=list)
+    workers: list[dict[str, Any]] = field(default_factory=list)  # every worker that was ready in this run
 
 
 def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] = None,
