@@ -219,3 +219,27 @@ def test_a_killed_driver_is_continued_with_resume(cluster, reference, tmp_path):
     assert covered_once(manifest)
     assert frames_of(film_dir) == reference(data, "killed-ref")
     assert not list(film_dir.glob("scenes/*/state.npz"))
+
+
+def test_a_changed_scene_is_rendered_again_with_rerender_changed_and_quiet_prints_the_path(cluster, tmp_path):
+    from conftest import run_farm
+
+    data = film("Changed Scene", scenes=2, frames=2)
+    spec_file = tmp_path / "film.yaml"
+    spec_file.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    first = render_film(spec_from_dict(data), out=out)
+    kept = {p: p.stat().st_mtime_ns for p in first.path.glob("scenes/000/frame_*.png")}
+    old_second = frames_of(first.path)
+    args = ["render", str(spec_file), "--out", str(out), "--address", cluster.address,
+            "--set", "scenes.1.prompt=a red kite over the snow", "--set", "render.cutouts=2"]
+    refused = run_farm(*args)
+    assert refused.returncode == 2 and "differs at scenes[1].prompt" in refused.stderr
+    again = run_farm(*args, "--rerender-changed", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == f"{first.video}\n" and again.stderr == ""
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # scene 1 untouched
+    now = frames_of(first.path)
+    assert all(now[k] != old_second[k] for k in now if k.startswith("scenes/001"))
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    assert manifest["changed"] == ["scenes[1].prompt"]
