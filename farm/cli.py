@@ -7,6 +7,7 @@ that failed after its retries, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -44,6 +45,36 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: a live bar in a terminal, plain lines otherwise; json: JSON lines on stdout")
     render.set_defaults(handler=cmd_render)
 
+    # --- Ray Jobs (issue 9) -------------------------------------------------------------------
+    dashboard = dict(default=os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265"),
+                     help="the Ray dashboard's job server (default: $RAY_API_SERVER_ADDRESS, else "
+                          "http://127.0.0.1:8265; reach a remote one through an ssh tunnel)")
+    submit = commands.add_parser(
+        "submit", help="render a film on a Ray cluster as a Ray Job",
+        description="Resolve FILM.yaml here and submit a Ray Job that renders it on the cluster "
+                    "(farm render --address auto there). Prints the job id.")
+    submit.add_argument("spec", metavar="FILM.yaml", help="the film spec")
+    submit.add_argument("--address", **dashboard)
+    submit.add_argument("--preset", help="named defaults: tiny, draft, final")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec field (repeatable)")
+    submit.add_argument("--out", default="~/farm-films",
+                        help="the film store on the cluster's head node (default: ~/farm-films)")
+    submit.set_defaults(handler=cmd_submit)
+    status = commands.add_parser("status", help="the status of a farm job, or of every farm job")
+    status.add_argument("job", nargs="?", metavar="JOB", help="a job id from farm submit")
+    status.add_argument("--address", **dashboard)
+    status.set_defaults(handler=cmd_status)
+    logs = commands.add_parser("logs", help="a farm job's output")
+    logs.add_argument("job", metavar="JOB", help="a job id from farm submit")
+    logs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    logs.add_argument("--address", **dashboard)
+    logs.set_defaults(handler=cmd_logs)
+    stop = commands.add_parser("stop", help="stop a farm job (what it rendered is kept)")
+    stop.add_argument("job", metavar="JOB", help="a job id from farm submit")
+    stop.add_argument("--address", **dashboard)
+    stop.set_defaults(handler=cmd_stop)
+
     check = commands.add_parser(
         "check", help="validate a film spec and print it resolved",
         description="Load FILM.yaml with its preset and overrides, check it, and print the resolved spec.")
@@ -77,6 +108,38 @@ def cmd_render(args: argparse.Namespace) -> int:
     if report:
         report.message(f"{result.frames} frames, {result.scenes_rendered} scene(s) rendered in {result.seconds:.1f}s")
     print(result.video)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from farm.driver.submit import submit
+    from farm.spec import load_spec
+
+    spec = load_spec(args.spec, preset=args.preset, overrides=args.overrides)
+    print(submit(spec, args.address, out=args.out))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from farm.driver.submit import status
+
+    for job in status(args.address, args.job):
+        print(f"{job['job']}  {job['status']:<9}  {job['film']}  {job['message']}".rstrip())
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from farm.driver.submit import logs
+
+    for text in logs(args.address, args.job, follow=args.follow):
+        print(text, end="", flush=True)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from farm.driver.submit import stop
+
+    print(stop(args.address, args.job))
     return 0
 
 
