@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Scenes already rendered into the same folder are kept, not rendered again.")
     render.add_argument("spec", metavar="FILM.yaml", help="the film spec")
     render.add_argument("--preset", help="named defaults: tiny (CPU, random weights), draft, final")
-    render.add_argument("--out", default="out", help="folder the film's folder goes in (default: out)")
+    render.add_argument("--out", default="out",
+                        help="folder the film's folder goes in (default: out), or a film store URI "
+                             "(s3://bucket/films, gs://..., file:///shared/films)")
     render.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a spec field, e.g. --set render.cutouts=16 (repeatable)")
     render.add_argument("--address", help="join this Ray cluster (default: start a local one)")
@@ -101,13 +103,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     finally:
         if report:
             report.close()
+    video = f"{result.location}/film.mp4" if "://" in result.location else str(result.video)
     if report and args.progress == "json":
-        report.event({"event": "done", "video": str(result.video), "frames": result.frames,
+        report.event({"event": "done", "video": video, "frames": result.frames,
                       "scenes_rendered": result.scenes_rendered, "seconds": round(result.seconds, 3)})
         return 0
     if report:
         report.message(f"{result.frames} frames, {result.scenes_rendered} scene(s) rendered in {result.seconds:.1f}s")
-    print(result.video)
+    print(video)
     return 0
 
 

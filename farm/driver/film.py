@@ -11,7 +11,7 @@ import numpy as np
 
 from farm.cutting.stitch import encode_segment, join_segments, make_srt
 from farm.driver.jobs import Job, plan_jobs
-from farm.driver.store import FRAME_NAME, FilmStore, atomic_write
+from farm.driver.store import FRAME_NAME, FilmStore
 from farm.spec import FilmSpec
 
 
@@ -93,12 +93,14 @@ class FilmRun:
 
     def stitch(self) -> Path:
         srt = self.store.path / "film.srt"
-        atomic_write(srt, make_srt(self.spec).encode())
+        self.store.put(srt, make_srt(self.spec).encode())
         try:
             segments = [self.segments[i].result() for i in range(len(self.spec.scenes))]
         finally:
             self.encoder.shutdown()
         subtitles = srt if self.spec.video.subtitles == "soft" else None
         video = join_segments(segments, subtitles, self.store.path / "film.mp4", self.exe)
-        self.say(f"film written: {video}")
+        for made in [*segments, video]:  # a remote film store gets what ffmpeg made here
+            self.store.publish(made)
+        self.say(f"film written: {self.store.location}/film.mp4" if self.store.remote else f"film written: {video}")
         return video

@@ -37,6 +37,7 @@ class FilmResult:
     scenes_rendered: int  # scenes rendered by this run (the rest were already on disk)
     seconds: float
     workers: list[dict[str, Any]] = field(default_factory=list)  # every worker that was ready in this run
+    location: str = ""  # where the film's folder is kept: ``path``, or its film store URI
 
 
 def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] = None,
@@ -59,7 +60,7 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
     # 2. Open the film's folder; a different film already there stops us here.
     store = FilmStore(out, spec)
     store.open(resume=resume, rerender_changed=rerender_changed)
-    say(f"film {spec.title!r}: {len(spec.scenes)} scenes, {sum(spec.frames_per_scene())} frames -> {store.path}")
+    say(f"film {spec.title!r}: {len(spec.scenes)} scenes, {sum(spec.frames_per_scene())} frames -> {store.location}")
     if store.changed:
         touched = ", ".join(str(i + 1) for i in store.touched) or "none (only the segments are made again)"
         say(f"the spec changed ({', '.join(store.changed)}); scenes rendered again: {touched}")
@@ -75,4 +76,4 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
     video = run.stitch()
     return FilmResult(path=store.path, video=video, subtitles=store.path / "film.srt",
                       frames=sum(spec.frames_per_scene()), scenes_rendered=run.scenes_rendered,
-                      seconds=time.perf_counter() - started, workers=workers)
+                      seconds=time.perf_counter() - started, workers=workers, location=store.location)

@@ -10,6 +10,13 @@
 
 Every write is atomic (a temporary file, then a rename), so an interrupted run
 never leaves half a frame or half a manifest behind.
+
+``--out`` may also be a ``pyarrow.fs`` URI (``s3://bucket/films``, ``gs://...``,
+``file:///shared/films``): the film's folder then lives there, and the driver
+works in a local copy (under ``$XDG_CACHE_HOME/farm/stores``, ffmpeg needs local
+files). Opening pulls what the store holds; every write (spec, manifest, frame,
+state, latents, segment, film) goes to both, through :meth:`FilmStore.put` and
+:meth:`FilmStore.publish`.
 """
 
 from __future__ import annotations
@@ -64,11 +71,90 @@ def look(spec_dict: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class Remote:
+    """A film store behind a ``pyarrow.fs`` URI: the place a film's files end up."""
+
+    def __init__(self, uri: str) -> None:
+        import pyarrow.fs as pafs
+
+        self.uri = uri.rstrip("/")
+        try:
+            self.fs, base = pafs.FileSystem.from_uri(self.uri)
+        except Exception as exc:  # ArrowInvalid (unknown scheme), ArrowNotImplementedError, OSError (no bucket)
+            raise InputError(f"--out: {uri} cannot be used as a film store ({first_line(exc)})") from exc
+        self.base = base.rstrip("/")
+        self.local = self.fs.type_name == "local"
+
+    def where(self, relative: str) -> str:
+        return f"{self.base}/{relative}" if relative else self.base
+
+    def check(self, what: str, action: Any) -> Any:
+        try:
+            return action()
+        except Exception as exc:
+            raise InputError(f"--out: {self.uri}: cannot {what} ({first_line(exc)})") from exc
+
+    def put(self, relative: str, data: bytes) -> None:
+        target = self.where(relative)
+
+        def write() -> None:
+            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            if not self.local:  # an object store writes an object whole or not at all
+                with self.fs.open_output_stream(target) as out:
+                    out.write(data)
+                return
+            temporary = f"{target}.{os.getpid()}.tmp"
+            with self.fs.open_output_stream(temporary) as out:
+                out.write(data)
+            self.fs.move(temporary, target)
+
+        self.check(f"write {relative}", write)
+
+    def delete(self, relative: str) -> None:
+        import pyarrow.fs as pafs
+
+        target = self.where(relative)
+        info = self.check(f"look at {relative}", lambda: self.fs.get_file_info(target))
+        if info.type == pafs.FileType.File:
+            self.check(f"delete {relative}", lambda: self.fs.delete_file(target))
+
+    def pull(self, relative: str, local: Path) -> bool:
+        """Copy the store's folder ``relative`` into ``local`` (emptied first); False if there is none."""
+        import shutil
+
+        import pyarrow.fs as pafs
+
+        source = self.where(relative)
+        info = self.check(f"look at {relative}", lambda: self.fs.get_file_info(source))
+        shutil.rmtree(local, ignore_errors=True)
+        if info.type == pafs.FileType.NotFound:
+            return False
+        if info.type != pafs.FileType.Directory:
+            raise OutputConflictError(f"{self.uri}/{relative}: exists and is not a folder; choose another --out")
+        local.mkdir(parents=True, exist_ok=True)
+        self.check(f"read {relative}", lambda: pafs.copy_files(
+            source, str(local), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem()))
+        return True
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def cache_for(uri: str) -> Path:
+    """The local working copy of a remote film store."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "farm" / "stores" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+
+
 class FilmStore:
     def __init__(self, root: str | Path, spec: FilmSpec) -> None:
-        self.root = Path(root)
+        text = str(root)
+        self.remote = Remote(text) if "://" in text else None
+        self.root = cache_for(text) if self.remote else Path(root)
         self.spec = spec
         self.path = self.root / spec.slug
+        self.location = f"{self.remote.uri}/{spec.slug}" if self.remote else str(self.path)
         self.manifest_path = self.path / "manifest.json"
         self.manifest: dict[str, Any] = {}
         self.changed: list[str] = []  # spec fields that differ from the film on disk (--rerender-changed)
@@ -83,10 +169,12 @@ class FilmStore:
         unless ``rerender_changed``: then the scenes the changes touch are rendered again.
         ``resume`` insists on a film already there.
         """
-        if self.root.exists() and not self.root.is_dir():
+        if self.remote:
+            self.remote.pull(self.spec.slug, self.path)
+        elif self.root.exists() and not self.root.is_dir():
             raise InputError(f"{self.root}: the output path exists and is not a folder")
         if resume and not (self.path / "film.yaml").is_file():
-            raise InputError(f"{self.path}: holds no film to resume (no film.yaml); run without --resume to start it")
+            raise InputError(f"{self.location}: holds no film to resume (no film.yaml); run without --resume to start it")
         old = self._check_same_film(rerender_changed) if self.path.exists() else None
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -95,7 +183,7 @@ class FilmStore:
         manifest = self._read_manifest(allow_other_scenes=old is not None)
         if old is not None:
             manifest = self._forget_touched(old, manifest)
-        atomic_write(self.path / "film.yaml", self.spec.to_yaml().encode())
+        self.put(self.path / "film.yaml", self.spec.to_yaml().encode())
         self.manifest = manifest or self._new_manifest()
         self._reconcile()
         self.save_manifest()
@@ -112,10 +200,10 @@ class FilmStore:
         holds a changed one and ``rerender_changed`` allows it."""
         spec_file = self.path / "film.yaml"
         if not self.path.is_dir():
-            raise OutputConflictError(f"{self.path}: exists and is not a folder; choose another --out")
+            raise OutputConflictError(f"{self.location}: exists and is not a folder; choose another --out")
         if not spec_file.is_file():
             if any(self.path.iterdir()):
-                raise OutputConflictError(f"{self.path}: holds files but no film.yaml; choose another --out or empty it")
+                raise OutputConflictError(f"{self.location}: holds files but no film.yaml; choose another --out or empty it")
             return None
         try:
             existing = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
@@ -126,7 +214,7 @@ class FilmStore:
         fields = differences(existing if isinstance(existing, dict) else {}, self.spec.to_dict())
         if not rerender_changed or not isinstance(existing, dict):
             raise OutputConflictError(
-                f"{self.path}: already holds a different film (differs at {', '.join(fields)}); "
+                f"{self.location}: already holds a different film (differs at {', '.join(fields)}); "
                 "choose another --out, add --rerender-changed to render again what the change touches, "
                 "or remove that folder")
         self.changed = fields
@@ -149,9 +237,9 @@ class FilmStore:
                 continue
             if index in self.touched or index >= len(fresh["scenes"]):
                 for item in folder.iterdir():
-                    item.unlink()
+                    self.remove(item)
             elif restitch:  # crf or subtitles: the frames hold, the segment is made again
-                (folder / "segment.mp4").unlink(missing_ok=True)
+                self.remove(folder / "segment.mp4")
         fresh["changed"] = self.changed
         return fresh
 
@@ -181,7 +269,27 @@ class FilmStore:
 
     def save_manifest(self) -> None:
         self.manifest["updated"] = time.time()
-        atomic_write(self.manifest_path, json.dumps(self.manifest, indent=1).encode())
+        self.put(self.manifest_path, json.dumps(self.manifest, indent=1).encode())
+
+    # --- every write goes through here: the local folder, and the remote store if any --------
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def put(self, path: Path, data: bytes) -> None:
+        atomic_write(path, data)
+        if self.remote:
+            self.remote.put(self.relative(path), data)
+
+    def publish(self, path: Path) -> None:
+        """A file made in the local folder (by ffmpeg) goes to the remote store too."""
+        if self.remote:
+            self.remote.put(self.relative(path), path.read_bytes())
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        if self.remote:
+            self.remote.delete(self.relative(path))
 
     # --- scenes and frames -----------------------------------------------------------------
 
@@ -199,7 +307,7 @@ class FilmStore:
 
     def write_frame(self, scene: int, frame: int, png: bytes, node: Optional[str] = None, rewrite: bool = True) -> None:
         if rewrite:
-            atomic_write(self.frame_path(scene, frame), png)
+            self.put(self.frame_path(scene, frame), png)
         entry = self.scene_entry(scene)
         entry["hashes"][str(frame)] = hashlib.sha256(png).hexdigest()[:16]
         entry["frames_written"] = len(entry["hashes"])
@@ -220,7 +328,7 @@ class FilmStore:
     def write_arrays(self, scene: int, name: str, arrays: dict[str, np.ndarray]) -> None:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        atomic_write(self.scene_dir(scene) / f"{name}.npz", buffer.getvalue())
+        self.put(self.scene_dir(scene) / f"{name}.npz", buffer.getvalue())
 
     def read_arrays(self, scene: int, name: str) -> Optional[dict[str, np.ndarray]]:
         path = self.scene_dir(scene) / f"{name}.npz"
@@ -248,7 +356,7 @@ class FilmStore:
         return frame, arrays
 
     def clear_state(self, scene: int) -> None:
-        (self.scene_dir(scene) / "state.npz").unlink(missing_ok=True)
+        self.remove(self.scene_dir(scene) / "state.npz")
         self.scene_entry(scene)["state_frame"] = None
 
     def summary(self) -> str:
