@@ -94,7 +94,7 @@ class Dispatcher:
     # 2. collect
     def run(self) -> list[dict[str, Any]]:
         pool = self.pool
-        pool.start(self.wanted())
+        pool.start(self.wanted(), self.run_.worker_class)
         try:
             while self.waiting or self.running:
                 pool.balance(self.wanted())

@@ -23,6 +23,7 @@ class FilmRun:
         self.exe = exe
         self.say = say
         self.events = events
+        self.worker_class: Optional[type] = None  # the render actor; a benchmark may give its own
         self.counts = spec.frames_per_scene()
         self.latents: dict[tuple[str, int], dict[str, np.ndarray]] = {}
         self.segments: dict[int, Future] = {}

@@ -97,11 +97,11 @@ class WorkerPool:
 
     # --- following the cluster ----------------------------------------------------------------
 
-    def start(self, wanted: int) -> None:
+    def start(self, wanted: int, worker_class: Optional[type] = None) -> None:
         from farm.driver.worker import SceneWorker
 
         self.choose_mode()
-        self.actor_class = self.ray.remote(SceneWorker)
+        self.actor_class = self.ray.remote(worker_class or SceneWorker)
         self.balance(wanted, force=True)
 
     def balance(self, wanted: int, force: bool = False) -> None:
