@@ -137,12 +137,18 @@ def biggan_layers(size: int) -> list[tuple[bool, int, int]]:
 
 
 def build_tiny_biggan(size: int) -> nn.Module:
+    return build_biggan(size, TINY_BIGGAN_CHANNELS)
+
+
+def build_biggan(size: int, channels: int) -> nn.Module:
+    """The BigGAN-deep architecture for ``size`` pixels at ``channels`` per width unit (128 in the
+    published models), with random weights drawn from a fixed seed."""
     from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 
     layers = biggan_layers(size)
     # Self-attention where the real models put it: at the 64x64 stage.
     attention = next(i for i, (up, _, _) in enumerate(layers) if up and 4 * 2 ** sum(u for u, _, _ in layers[: i + 1]) == 64) + 1
-    config = BigGANConfig(output_dim=size, z_dim=128, class_embed_dim=128, channel_width=TINY_BIGGAN_CHANNELS,
+    config = BigGANConfig(output_dim=size, z_dim=128, class_embed_dim=128, channel_width=channels,
                           num_classes=1000, layers=layers, attention_layer_position=attention)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_WEIGHTS_SEED)
