@@ -15,7 +15,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+
+import pytest
 
 STORY = ("In a drop of meltwater on a glacier, a tardigrade wakes. Its legs are covered in long white fur, "
          "thick as a yeti's coat. Snow falls above it like a slow storm of stars. It climbs onto a moss leaf "
@@ -155,6 +157,7 @@ class FakeOpenAI:
 
         return Handler
 
+
 def free_port() -> int:
     """A loopback port nothing listens on (bound, then closed)."""
     import socket
@@ -163,4 +166,39 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
-Respond = Callable[[str, dict, Any], Scripted]
+
+# --- pytest helpers shared by the LLM tests ----------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_LOG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+def llm_args(url: str, **settings) -> list[str]:
+    values = {"base_url": url, "model": "fake", "retry_wait": 0.001, "timeout": 5, "candidates": 1, **settings}
+    args = []
+    for key, value in values.items():
+        args += ["--set", f"llm.{key}={value}"]
+    return args
+
+
+def farm(capsys, *args: str) -> tuple[int, str, str]:
+    from farm.cli import main
+
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def error_line(err: str) -> str:
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("farm: error: "), err
+    return last

@@ -9,46 +9,14 @@ import time
 import pytest
 import yaml
 
-from farm.cli import main
 from farm.errors import LLMError
 from farm.spec import LLMSpec
 from farm.writing.llm import LLMClient, parse_json, BadAnswer
 
-from openai_server import FakeOpenAI, Scripted, chat_answer, error, free_port
+from openai_server import (FakeOpenAI, Scripted, chat_answer, clean_env, error, error_line, farm,  # noqa: F401
+                           free_port, llm_args, server)
 
 KEY = "sk-test-SECRET-4242-abcdef"
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_LOG"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def server():
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-def llm_args(url: str, **settings) -> list[str]:
-    values = {"base_url": url, "model": "fake", "retry_wait": 0.001, "timeout": 5, "candidates": 1, **settings}
-    args = []
-    for key, value in values.items():
-        args += ["--set", f"llm.{key}={value}"]
-    return args
-
-
-def farm(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def error_line(err: str) -> str:
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("farm: error: "), err
-    return last
 
 
 # --- farm story: each failure of the server or the model ----------------------------------------

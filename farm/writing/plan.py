@@ -72,7 +72,7 @@ def split_story(text: str) -> list[SceneSpec]:
     current: list[str] = []
     for sentence in split_sentences(text):
         current.append(sentence)
-        if reading_words(" ".join(current)) / READING_WORDS_PER_SECOND >= TARGET_SCENE_SECONDS:
+        if reading_words(join_sentences(current)) / READING_WORDS_PER_SECOND >= TARGET_SCENE_SECONDS:
             scenes.append(_scene(current))
             current = []
     if current:
@@ -80,8 +80,17 @@ def split_story(text: str) -> list[SceneSpec]:
     return scenes
 
 
+def join_sentences(sentences: list[str]) -> str:
+    """Sentences back into text: with a space, but none after 。！？ (scripts without spaces)."""
+    text = ""
+    for sentence in sentences:
+        unspaced = text.rstrip(CLOSERS)[-1:] in tuple(UNSPACED_ENDS)
+        text = f"{text}{sentence}" if not text or unspaced else f"{text} {sentence}"
+    return text
+
+
 def _scene(sentences: list[str]) -> SceneSpec:
-    narration = " ".join(sentences)
+    narration = join_sentences(sentences)
     return SceneSpec(narration=narration, prompt=fit_prompt(narration))
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Optional
 from farm.errors import LLMError, SpecError
 from farm.spec import FilmSpec, SceneSpec, reading_seconds
 from farm.writing.llm import BadAnswer, LLMClient, configured
-from farm.writing.plan import CLIP_MAX_TOKENS, clip_token_count, split_sentences, split_story
+from farm.writing.plan import CLIP_MAX_TOKENS, clip_token_count, join_sentences, split_sentences, split_story
 
 # Scenes of the previous chunk shown to the next one, to keep the thread.
 CONTEXT_SCENES = 3
@@ -96,7 +96,7 @@ def chunk_story(text: str, words: int) -> list[str]:
             count = 0
         chunks[-1].append(sentence)
         count += size
-    return [" ".join(c) for c in chunks if c]
+    return [join_sentences(c) for c in chunks if c]
 
 
 def _plan_chunk(client: LLMClient, spec: FilmSpec, chunk: str, before: list[SceneSpec], number: int,
