@@ -305,3 +305,36 @@ def test_json_schema_answers_in_any_script(server):
     assert [s.narration for s in scenes] == ["クマムシが目を覚ます。", "雪が降る。"]
     assert "ユキタルディグラダ" in server.requests[0]["body"]["messages"][1]["content"]
 
+
+
+def test_at_a_terminal_farm_story_asks_which_story(tmp_path, server):
+    """The real command on a pseudo-terminal: it shows the candidates and asks."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    master, slave = pty.openpty()
+    out = tmp_path / "f.yaml"
+    farm_script = Path(sys.executable).with_name("farm")
+    proc = subprocess.Popen([str(farm_script), "story", "Yeti", "--candidates", "2", "--out", str(out),
+                             *llm_args(server.url, seed=1)], stdin=slave, stderr=slave, stdout=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while b"Which story (1-2)? " not in seen and time.monotonic() < deadline:
+        try:
+            seen += os.read(master, 4096)
+        except OSError:
+            break
+    assert b"Which story (1-2)? " in seen, seen.decode(errors="replace")
+    assert b"(take 2)" in seen  # the candidates were shown first
+    os.write(master, b"2\n")
+    stdout, _ = proc.communicate(timeout=60)
+    os.close(master)
+    assert proc.returncode == 0
+    assert stdout.decode().strip() == str(out)
+    assert yaml.safe_load(out.read_text())["story"]["candidate"] == 2
