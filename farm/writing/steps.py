@@ -107,6 +107,6 @@ def plan_file(path: str | Path, out: Optional[str | Path] = None, overrides: Seq
 
 
 def scene_dict(scene: Any) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(scene).items() if v is not None}
+    return {k: v for k, v in dataclasses.asdict(scene).items() if v is not None and v != []}
 
 
