@@ -69,3 +69,18 @@ def test_film_without_llm_or_terminal_fails_before_any_folder(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(
         "farm: error: no LLM configured to write a story: set $OPENAI_API_KEY")
     assert not (tmp_path / "out" / "yeti-tardigrade" / "film.yaml").exists()
+
+
+def test_film_whose_plan_fails_keeps_the_stories_and_writes_no_spec(tmp_path, capsys):
+    from openai_server import error_line, farm
+
+    with FakeOpenAI() as server:
+        server.script(chat_answer(STORY), chat_answer("Scenes? Here they are: one, two."))
+        code, _, err = farm(capsys, "film", PHRASE, "--preset", "tiny", "--out", str(tmp_path / "out"),
+                            "--set", f"llm.base_url={server.url}", "--set", "llm.model=fake",
+                            "--set", "llm.retries=0", "--set", "llm.candidates=1")
+    assert code == 2
+    assert "the model's answer was not valid JSON, 1 time(s)" in error_line(err)
+    folder = tmp_path / "out" / PHRASE
+    assert [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*"))] == [
+        "candidates", "candidates/candidate_1.yaml"]

@@ -130,10 +130,8 @@ class LLMClient:
         choice = self._first_choice(response)
         return self._reply(getattr(choice, "text", None), getattr(choice, "finish_reason", None))
 
-    def ask(self, system: str, user: str, temperature: float, seed_offset: int = 0) -> str:
+    def ask(self, system: str, user: str, temperature: float) -> str:
         """Plain text from the configured endpoint (chat, or one completion prompt)."""
-        if seed_offset and self.llm.seed is not None:
-            return self._with_seed(self.llm.seed + seed_offset).ask(system, user, temperature)
         if self.llm.endpoint == "chat":
             return self.chat([{"role": "system", "content": system}, {"role": "user", "content": user}],
                              temperature).text
@@ -185,7 +183,8 @@ class LLMClient:
                          "asking in plain text instead")
                 self.structured = "none"
 
-    def _with_seed(self, seed: int) -> "LLMClient":
+    def with_seed(self, seed: int) -> "LLMClient":
+        """The same client (and connection), sending another sampling seed."""
         import copy
         import dataclasses
 

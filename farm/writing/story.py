@@ -73,20 +73,19 @@ def write_candidates(phrase: str, client: LLMClient, count: int, environ: Mappin
     candidates = []
     for number in range(1, count + 1):
         say(f"writing story {number} of {count} with {llm.model}")
+        writer = client.with_seed(llm.seed + number - 1) if llm.seed is not None else client
         if llm.endpoint == "completions":
-            # The seed's way: the phrase is completed; the story is the phrase and what follows.
-            seeded = client._with_seed(llm.seed + number - 1) if llm.seed is not None else client
-            completion = seeded.complete(f"{phrase}\n\n", llm.temperature).text
-            text = completion
+            # The seed's way: a base model continues the phrase, and what it writes is the story.
+            text = writer.complete(f"{phrase}\n\n", llm.temperature).text
         else:
-            text = client.ask(system, user, llm.temperature, seed_offset=number - 1)
+            text = writer.ask(system, user, llm.temperature)
         candidates.append(Candidate(number=number, phrase=phrase, text=_clean(text),
                                     settings=dict(settings, seed=None if llm.seed is None else llm.seed + number - 1)))
     return candidates
 
 
 def _clean(text: str) -> str:
-    """The story's prose: code fences and a leading 'Title:' line the model may add are dropped."""
+    """The story's prose: code fence lines the model may add around it are dropped."""
     lines = [line for line in text.strip().splitlines() if not line.strip().startswith("```")]
     return "\n".join(lines).strip()
 
