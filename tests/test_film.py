@@ -3,8 +3,6 @@ scenes -> Ray render on the tiny preset -> film.mp4, then again without any LLM.
 
 from __future__ import annotations
 
-import os
-
 import yaml
 
 from conftest import decode_video, run_farm
