@@ -126,8 +126,11 @@ def cmd_film(args: argparse.Namespace) -> int:
     from farm.film import make_film
 
     say = (lambda message: None) if args.quiet else _say
+    ask = _terminal_ask()
+    # Candidates are shown even with --quiet when the user is to choose among them.
     result = make_film(args.phrase, out=args.out, preset=args.preset, pick=args.pick, candidates=args.candidates,
-                       overrides=args.overrides, address=args.address, ask=_terminal_ask(), say=say, new=args.new)
+                       overrides=args.overrides, address=args.address, ask=ask, say=say, new=args.new,
+                       show_to=_say if ask and args.pick is None else say)
     say(f"{result.frames} frames, {result.scenes_rendered} scene(s) rendered in {result.seconds:.1f}s")
     print(result.video)
     return 0

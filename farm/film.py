@@ -28,7 +28,8 @@ from farm.writing.story import check_phrase, story_film
 def make_film(phrase: str, out: str | Path = "out", preset: Optional[str] = None, pick: Optional[int] = None,
               candidates: Optional[int] = None, overrides: Sequence[str] = (), address: Optional[str] = None,
               ask: Optional[Callable[[str], str]] = None, say: Optional[Callable[[str], None]] = None,
-              environ: Optional[Mapping[str, str]] = None, new: bool = False) -> Any:
+              environ: Optional[Mapping[str, str]] = None, new: bool = False,
+              show_to: Optional[Callable[[str], None]] = None) -> Any:
     """Story, plan, render and stitch; returns render_film's FilmResult."""
     from farm.driver.render import render_film
 
@@ -51,7 +52,7 @@ def make_film(phrase: str, out: str | Path = "out", preset: Optional[str] = None
     elif folder.is_dir() and any(p.name != "candidates" for p in folder.iterdir()):
         raise OutputConflictError(f"{folder}: holds files but no film.yaml; choose another --out or empty it")
     # 3. Story: candidates saved in the film's folder, one chosen.
-    chosen = obtain_story(phrase, trial.llm, folder / "candidates", pick, ask, say, environ, new)
+    chosen = obtain_story(phrase, trial.llm, folder / "candidates", pick, ask, say, environ, new, show_to)
     spec = spec_from_dict(story_film(phrase, chosen, data), preset=preset)
     # 4. Plan, checked, saved before rendering so the film never needs the LLM again.
     scenes = plan_scenes(spec, environ=environ, say=say)

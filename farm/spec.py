@@ -292,6 +292,8 @@ class LLMSpec:
     (the seed phrase is completed, as the seed film's GPT-3 did)."""
     candidates: int = 3
     """Stories written per seed phrase, one of which is chosen."""
+    story_words: int = 250
+    """Most words a story is asked to have (chat; a base model writes until it stops)."""
     temperature: float = 0.9
     """Sampling temperature of the stories (the plan is asked for at a quarter of it)."""
     max_tokens: int = 1500
@@ -324,7 +326,8 @@ class LLMSpec:
             raise SpecError(f"{path}.api_key_env", f"must be the name of an environment variable, got {self.api_key_env!r}")
         if self.base_url is not None and self.base_url.strip() and not re.match(r"https?://", self.base_url.strip()):
             raise SpecError(f"{path}.base_url", f"must start with http:// or https://, got {self.base_url!r}")
-        positive_ints = {"candidates": self.candidates, "max_tokens": self.max_tokens, "chunk_words": self.chunk_words}
+        positive_ints = {"candidates": self.candidates, "story_words": self.story_words,
+                         "max_tokens": self.max_tokens, "chunk_words": self.chunk_words}
         for name, value in positive_ints.items():
             if value < 1:
                 raise SpecError(f"{path}.{name}", f"must be at least 1, got {value!r}")

@@ -76,11 +76,12 @@ def test_choose_at_a_terminal_asks_until_the_answer_is_a_candidate(tmp_path):
     assert chosen.number == 3 and questions[0] == "Which story (1-3)? " and len(questions) == 4
 
 
-def test_language_setting_reaches_the_prompt(tmp_path, capsys, server):
+def test_language_and_length_settings_reach_the_prompt(tmp_path, capsys, server):
     code, _, err = farm(capsys, "story", "Yeti Tardigrade", "--out", str(tmp_path / "f.yaml"),
-                        *llm_args(server.url, language="français"))
+                        *llm_args(server.url, language="français", story_words=99))
     assert code == 0, err
-    assert "Write in français." in server.requests[0]["body"]["messages"][0]["content"]
+    system = server.requests[0]["body"]["messages"][0]["content"]
+    assert "Write in français." in system and "a short story of 99 words or fewer" in system
 
 
 def test_completions_endpoint_completes_the_phrase(tmp_path, capsys, server):

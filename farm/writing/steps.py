@@ -46,9 +46,11 @@ def base_spec(phrase: str, overrides: Sequence[str], candidates: Optional[int] =
 
 
 def obtain_story(phrase: str, llm: LLMSpec, folder: Path, pick: Optional[int], ask: Optional[Callable[[str], str]],
-                 say: Say = _quiet, environ: Optional[Mapping[str, str]] = None, new: bool = False) -> Candidate:
+                 say: Say = _quiet, environ: Optional[Mapping[str, str]] = None, new: bool = False,
+                 show_to: Optional[Say] = None) -> Candidate:
     """The chosen story: saved candidate ``pick`` when there is one (no LLM needed), else
-    llm.candidates new ones written, saved in ``folder`` and shown, then chosen."""
+    llm.candidates new ones written, saved in ``folder`` and shown (to ``show_to``, else
+    ``say``), then chosen."""
     environ = os.environ if environ is None else environ
     saved = [] if new else load_candidates(folder, phrase)
     if pick is not None and 1 <= pick <= len(saved):
@@ -61,14 +63,15 @@ def obtain_story(phrase: str, llm: LLMSpec, folder: Path, pick: Optional[int], a
     client = LLMClient(llm, environ, say=say)
     candidates = write_candidates(phrase, client, llm.candidates, environ, say=say)
     save_candidates(folder, candidates)
-    say(show(candidates))
+    (show_to or say)(show(candidates))
     say(f"{len(candidates)} candidate(s) saved in {folder}")
     return choose(candidates, pick, ask, folder)
 
 
 def write_story(phrase: str, out: Optional[str | Path] = None, candidates: Optional[int] = None,
                 pick: Optional[int] = None, overrides: Sequence[str] = (), ask: Optional[Callable[[str], str]] = None,
-                say: Say = _quiet, environ: Optional[Mapping[str, str]] = None, new: bool = False) -> Path:
+                say: Say = _quiet, environ: Optional[Mapping[str, str]] = None, new: bool = False,
+                show_to: Optional[Say] = None) -> Path:
     """``farm story``: candidates from the phrase, one chosen, written as a film spec to ``out``
     (default ``<film>.yaml``); candidates are kept in ``<out>.candidates/``."""
     phrase = check_phrase(phrase)
@@ -77,7 +80,7 @@ def write_story(phrase: str, out: Optional[str | Path] = None, candidates: Optio
     if path.is_dir():
         raise InputError(f"{path}: is a folder; --out names the film spec file to write")
     folder = path.with_name(f"{path.stem}.candidates")
-    chosen = obtain_story(phrase, trial.llm, folder, pick, ask, say, environ, new)
+    chosen = obtain_story(phrase, trial.llm, folder, pick, ask, say, environ, new, show_to)
     film = story_film(phrase, chosen, data)
     spec_from_dict(film)  # what is written must load
     atomic_write_text(path, spec_yaml(film))

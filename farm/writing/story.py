@@ -64,10 +64,10 @@ def check_phrase(phrase: str) -> str:
 
 
 def write_candidates(phrase: str, client: LLMClient, count: int, environ: Mapping[str, str],
-                     say: Callable[[str], None] = lambda m: None, story_words: int = 250) -> list[Candidate]:
+                     say: Callable[[str], None] = lambda m: None) -> list[Candidate]:
     """``count`` stories from the phrase, one request each (candidate k gets seed + k - 1)."""
     llm = client.llm
-    system = STORY_SYSTEM.format(words=story_words, language=language_line(llm.language))
+    system = STORY_SYSTEM.format(words=llm.story_words, language=language_line(llm.language))
     user = STORY_USER.format(phrase=phrase)
     settings = recorded_settings(llm, environ)
     candidates = []
