@@ -84,6 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     film.add_argument("--address", help="join this Ray cluster (default: start a local one)")
     film.add_argument("--quiet", action="store_true", help="print only the film's path")
     film.set_defaults(handler=cmd_film)
+
+    weights = commands.add_parser(
+        "weights", help="fetch or check the pretrained weights a preset or film needs",
+        description="Pretrained CLIP and BigGAN weights: `fetch` downloads them (where there is internet) into "
+                    "the libraries' caches, or into a folder to stage on offline machines; `check` says what "
+                    "is present and where, without the network.")
+    actions = weights.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in (("fetch", "download the weights (into the caches, or --to DIR)"),
+                       ("check", "say which weights are on this machine and where (no network)")):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("spec", nargs="?", metavar="FILM.yaml", help="the film spec (default: the preset alone)")
+        action.add_argument("--preset", help="named defaults: draft (default), final, tiny")
+        action.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a spec field, e.g. --set models.cache_dir=/weights (repeatable)")
+        if name == "fetch":
+            action.add_argument("--to", metavar="DIR", help="also copy the weights here, ready to stage")
+        action.set_defaults(handler=cmd_weights)
     return parser
 
 
@@ -149,6 +166,22 @@ def cmd_render(args: argparse.Namespace) -> int:
     if not args.quiet:
         progress(f"{result.frames} frames, {result.scenes_rendered} scene(s) rendered in {result.seconds:.1f}s")
     print(result.video)
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from farm.render import weights
+
+    models, preset = weights.spec_models(args.spec, args.preset, args.overrides)
+    if args.action == "check":
+        lines, complete = weights.report(models)
+        print("\n".join(lines))
+        return 0 if complete else 1
+    for item, path in weights.fetch(models, preset, Path(args.to) if args.to else None):
+        if item.kind != "builtin":
+            print(f"{item.field}: {path}")
     return 0
 
 
