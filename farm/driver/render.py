@@ -57,6 +57,11 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
     # 1. Plan: scenes from the story when needed, prompts checked, jobs derived.
     spec = plan_film(spec)
     exe = find_ffmpeg(spec.video.ffmpeg)
+    if address is None:
+        # The workers will run on this machine: missing weights are known before any starts.
+        from farm.render.weights import preflight
+
+        preflight(spec.models, spec.render.preset)
     # 2. Open the film's folder; a different film already there stops us here.
     store = FilmStore(out, spec)
     store.open(resume=resume, rerender_changed=rerender_changed)

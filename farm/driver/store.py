@@ -63,6 +63,9 @@ def atomic_write(path: Path, data: bytes) -> None:
 def look(spec_dict: dict[str, Any]) -> dict[str, Any]:
     """The part of a resolved spec that decides what the film looks like."""
     out = json.loads(json.dumps(spec_dict))
+    # The LLM wrote the story and the scenes; once they are in the spec, how it was reached
+    # (server, model, timeouts) does not change a frame.
+    out.pop("llm", None)
     for section, keys in EXECUTION_ONLY.items():
         for key in keys:
             out.get(section, {}).pop(key, None)
