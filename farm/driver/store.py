@@ -368,8 +368,8 @@ class FilmStore:
         for index, entry in enumerate(self.manifest["scenes"]):
             if self.scene_complete(index):
                 done.append(index)
-            elif entry.get("state_frame") is not None and self.read_state(index) is not None:
-                partial.append(f"scene {index + 1} at frame {entry['state_frame'] + 1}/{entry['frames_expected']}")
+            elif (state := self.read_state(index)) is not None:  # the state file, newer than the manifest
+                partial.append(f"scene {index + 1} at frame {state[0] + 1}/{entry['frames_expected']}")
         text = f"{len(done)}/{len(self.manifest['scenes'])} scenes done"
         return text + (f"; part-done: {', '.join(partial)}" if partial else "; none part-done")
 
