@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from farm.render.losses import class_vectors
 from farm.render.models import Models
@@ -29,25 +28,11 @@ def synthesize(models: Models, z: torch.Tensor, classes: torch.Tensor, truncatio
         if layer.__class__.__name__ == "GenBlock":
             x = layer(x, cond[:, row], truncation)
             row += 1
-        else:
-            x = self_attention(layer, x)
+        else:  # self-attention
+            x = layer(x)
     x = gen.relu(gen.bn(x, truncation))
     x = torch.tanh(gen.conv_to_rgb(x)[:, :3])
     return (x + 1) / 2
-
-
-def self_attention(layer, x: torch.Tensor) -> torch.Tensor:
-    """The library's SelfAttn, x + gamma * o_conv(g softmax(theta^T phi)^T), through torch's fused
-    attention: the same sums without materialising (and transposing) the (HW, HW/4) attention map."""
-    if x.is_cuda and torch.are_deterministic_algorithms_enabled():
-        return layer(x)  # the plain composition, whose CUDA backward repeats bit for bit
-    batch, channels, height, width = x.shape
-    theta = layer.snconv1x1_theta(x).flatten(2).transpose(1, 2)  # (B, HW, C/8): queries
-    phi = layer.maxpool(layer.snconv1x1_phi(x)).flatten(2).transpose(1, 2)  # (B, HW/4, C/8): keys
-    g = layer.maxpool(layer.snconv1x1_g(x)).flatten(2).transpose(1, 2)  # (B, HW/4, C/2): values
-    attended = F.scaled_dot_product_attention(theta, phi, g, scale=1.0)  # (B, HW, C/2), no 1/sqrt(d)
-    attended = attended.transpose(1, 2).reshape(batch, channels // 2, height, width)
-    return x + layer.gamma * layer.snconv1x1_o_conv(attended)
 
 
 def image_of(models: Models, z: torch.Tensor, logits: torch.Tensor, truncation: float,
