@@ -253,3 +253,16 @@ def test_morph_bridge_ends_on_the_neighbouring_frames(spec, models):
     middle = bridge[2].astype(float)
     assert np.abs(middle - last_of_a).mean() > 1 and np.abs(middle - first_of_b).mean() > 1
 
+
+
+def test_self_attention_is_the_librarys(models):
+    from farm.render.generator import self_attention
+
+    layer = next(l for l in models.biggan.generator.layers if l.__class__.__name__ != "GenBlock")
+    saved = layer.gamma.detach().clone()
+    try:
+        layer.gamma.data.fill_(0.7)  # random tiny weights leave it at 0, which would hide the attention
+        x = torch.randn(2, layer.in_channels, 64, 64, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(self_attention(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+    finally:
+        layer.gamma.data.copy_(saved)
