@@ -65,7 +65,7 @@ def head():
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # our own process group only
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
