@@ -43,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a spec field (repeatable)")
     check.set_defaults(handler=cmd_check)
+
+    stitch = commands.add_parser(
+        "stitch", help="stitch a rendered film again with other video settings",
+        description="Join the frames already rendered in FILM_DIR into film.mp4 again, with other transition, "
+                    "subtitle, narration or encoding settings (--set video.KEY=VALUE). Renders nothing; "
+                    "the frames are only read.")
+    stitch.add_argument("film_dir", metavar="FILM_DIR", help="a film's folder, e.g. out/yeti-tardigrade")
+    stitch.add_argument("--set", dest="overrides", action="append", default=[], metavar="video.KEY=VALUE",
+                        help="override a video setting, e.g. --set video.transition=cut (repeatable)")
+    stitch.add_argument("--quiet", action="store_true", help="print only the film's path")
+    stitch.set_defaults(handler=cmd_stitch)
     return parser
 
 
@@ -68,6 +79,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     spec = plan_film(load_spec(args.spec, preset=args.preset, overrides=args.overrides))
     print(spec.to_yaml(), end="")
+    return 0
+
+
+def cmd_stitch(args: argparse.Namespace) -> int:
+    from farm.cutting.stitch import stitch_film
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    result = stitch_film(args.film_dir, args.overrides, progress=None if args.quiet else progress)
+    print(result.video)
     return 0
 
 

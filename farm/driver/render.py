@@ -14,15 +14,15 @@ import logging
 import os
 import socket
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from farm.cutting.stitch import encode_segment, find_ffmpeg, join_segments, make_srt
-from farm.driver.store import FRAME_NAME, FilmStore, atomic_write
+from farm.cutting.film import CutPlan, FilmCutter, plan_cut
+from farm.cutting.tools import find_ffmpeg
+from farm.driver.store import FilmStore, atomic_write
 from farm.errors import ClusterError, FarmError, RenderError
 from farm.render.bigsleep import derive_seed
 from farm.spec import FilmSpec, RenderSpec
@@ -49,7 +49,7 @@ class FilmResult:
     path: Path  # the film's folder
     video: Path
     subtitles: Path
-    frames: int
+    frames: int  # frames of the film (its timeline)
     scenes_rendered: int  # scenes rendered by this run (the rest were already on disk)
     seconds: float
     workers: list[dict[str, Any]] = field(default_factory=list)
@@ -96,30 +96,37 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
     # 1. Plan: scenes from the story when needed, prompts checked, jobs derived.
     spec = plan_film(spec)
     exe = find_ffmpeg(spec.video.ffmpeg)
+    # The timeline and the narration: scenes may be lengthened to fit their speech.
+    cut = plan_cut(spec, exe, say, film_dir=Path(out) / spec.slug)
+    spec = cut.spec
     # 2. Open the film's folder; a different film already there stops us here.
     store = FilmStore(out, spec)
     store.open()
     say(f"film {spec.title!r}: {len(spec.scenes)} scenes, {sum(spec.frames_per_scene())} frames -> {store.path}")
     # 3. Render what is missing.
-    run = FilmRun(spec, store, exe, say)
-    workers = run.render(address)
+    run = FilmRun(spec, store, exe, say, cut)
+    try:
+        workers = run.render(address)
+    except BaseException:
+        run.cutter.close()
+        raise
     # 4. Stitch.
     video = run.stitch()
     return FilmResult(path=store.path, video=video, subtitles=store.path / "film.srt",
-                      frames=sum(spec.frames_per_scene()), scenes_rendered=run.scenes_rendered,
+                      frames=cut.timeline.total, scenes_rendered=run.scenes_rendered,
                       seconds=time.perf_counter() - started, workers=workers)
 
 
 class FilmRun:
-    def __init__(self, spec: FilmSpec, store: FilmStore, exe: str, say: Callable[[str], None]) -> None:
+    def __init__(self, spec: FilmSpec, store: FilmStore, exe: str, say: Callable[[str], None], cut: CutPlan) -> None:
         self.spec = spec
         self.store = store
         self.exe = exe
         self.say = say
         self.counts = spec.frames_per_scene()
         self.latents: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-        self.segments: dict[int, Future] = {}
-        self.encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farm-segments")
+        # Encodes each scene's pieces of the film as soon as the scene is complete.
+        self.cutter = FilmCutter(cut, store.path, exe, say)
         self.scenes_rendered = 0
         # Jobs whose final latents another job starts from.
         self.starting_points = {job.start_from for job in plan_jobs(spec) if job.start_from}
@@ -171,26 +178,10 @@ class FilmRun:
                 ray.shutdown()
 
     def queue_segment(self, index: int, reuse: bool = False) -> None:
-        segment = self.store.scene_dir(index) / "segment.mp4"
-        if reuse and segment.is_file():
-            self.segments[index] = Future()
-            self.segments[index].set_result(segment)
-            return
-        self.segments[index] = self.encoder.submit(
-            encode_segment, self.store.scene_dir(index), FRAME_NAME.replace("{:05d}", "%05d"),
-            self.counts[index], self.spec.video.fps, self.spec.video.crf, segment, self.exe)
+        self.cutter.scene_ready(index)
 
     def stitch(self) -> Path:
-        srt = self.store.path / "film.srt"
-        atomic_write(srt, make_srt(self.spec).encode())
-        try:
-            segments = [self.segments[i].result() for i in range(len(self.spec.scenes))]
-        finally:
-            self.encoder.shutdown()
-        subtitles = srt if self.spec.video.subtitles == "soft" else None
-        video = join_segments(segments, subtitles, self.store.path / "film.mp4", self.exe)
-        self.say(f"film written: {video}")
-        return video
+        return self.cutter.finish().video
 
 
 def connect(address: Optional[str]) -> bool:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from farm.cutting.layout import FRAME_NAME, atomic_write, scene_dir
 from farm.errors import InputError, OutputConflictError
 from farm.spec import FilmSpec
 
@@ -32,24 +31,12 @@ EXECUTION_ONLY = {
     "video": {"ffmpeg"},
     "models": {"cache_dir"},
 }
-FRAME_NAME = "frame_{:05d}.png"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def look(spec_dict: dict[str, Any]) -> dict[str, Any]:
     """The part of a resolved spec that decides what the film looks like."""
     out = json.loads(json.dumps(spec_dict))
+    out.pop("timeline", None)  # derived from the rest by farm.cutting
     for section, keys in EXECUTION_ONLY.items():
         for key in keys:
             out.get(section, {}).pop(key, None)
@@ -131,7 +118,7 @@ class FilmStore:
     # --- scenes and frames -----------------------------------------------------------------
 
     def scene_dir(self, index: int) -> Path:
-        return self.path / "scenes" / f"{index:03d}"
+        return scene_dir(self.path, index)
 
     def frame_path(self, scene: int, frame: int) -> Path:
         return self.scene_dir(scene) / FRAME_NAME.format(frame)
