@@ -45,6 +45,21 @@ class StorySpec:
 
 
 @dataclass(frozen=True)
+class PromptSpec:
+    text: str
+    """A further text for CLIP to steer towards (or away from, with a negative weight)."""
+    weight: float = 1.0
+    """How strongly; the scene's main prompt has weight 1. A negative weight pushes the picture
+    away from the text (big-sleep's --text_min is weight -1)."""
+
+    def validate(self, path: str) -> None:
+        if not self.text.strip():
+            raise SpecError(f"{path}.text", "must not be empty")
+        if not (math.isfinite(self.weight) and self.weight != 0):
+            raise SpecError(f"{path}.weight", f"must be a non-zero number, got {self.weight!r}")
+
+
+@dataclass(frozen=True)
 class SceneSpec:
     narration: str
     """Text shown as the scene's subtitle."""
@@ -52,6 +67,8 @@ class SceneSpec:
     """What CLIP steers the image towards (at most 75 CLIP tokens); the narration when empty."""
     duration: Optional[float] = None
     """Seconds on screen; from the narration's reading time when not given."""
+    prompts: list[PromptSpec] = field(default_factory=list)
+    """Further weighted prompts, steered towards (weight > 0) or away from (weight < 0)."""
 
     def validate(self, path: str) -> None:
         if not self.narration.strip():
@@ -62,6 +79,11 @@ class SceneSpec:
     @property
     def visual_prompt(self) -> str:
         return self.prompt.strip() or self.narration.strip()
+
+    @property
+    def weighted_prompts(self) -> list[tuple[str, float]]:
+        """Every text CLIP scores the scene against, with its weight: the main prompt first."""
+        return [(self.visual_prompt, 1.0)] + [(p.text.strip(), p.weight) for p in self.prompts]
 
     @property
     def seconds(self) -> float:
@@ -123,26 +145,70 @@ class VideoSpec:
 
 @dataclass(frozen=True)
 class RenderSpec:
+    """Big Sleep's knobs. big-sleep (lucidrains, the reference) defaults are in docs/SPEC.md beside ours."""
+
     preset: str = "draft"
     """Named defaults from farm/presets/: tiny (CPU, random weights), draft, final."""
     steps_per_frame: int = 4
     """Optimisation steps between two frames: a scene's frames are its trajectory."""
+    # --- the loss -------------------------------------------------------------------------------
+    clip_weight: float = 100.0
+    """Weight of the CLIP term, -clip_weight x cosine similarity (big-sleep's loss_coef, 100).
+    Adam removes the loss's overall scale but not this balance against the regularisers."""
+    max_classes: Optional[int] = None
+    """Keep only this many ImageNet classes per latent, through a differentiable top-k;
+    null: every class through a sigmoid."""
+    class_temperature: float = 2.0
+    """Softmax temperature of the differentiable top-k (used with max_classes)."""
+    # --- cutouts ----------------------------------------------------------------------------------
     cutouts: int = 32
     """Random crops of the generated image scored by CLIP at every step."""
+    cutout_resample: Literal["nearest", "bilinear", "area"] = "nearest"
+    """How a crop is resized to CLIP's input."""
+    cutout_size_mean: float = 0.8
+    """A crop's side as a fraction of the image: normal(mean, std) clipped to [min, max]."""
+    cutout_size_std: float = 0.3
+    cutout_size_min: float = 0.5
+    cutout_size_max: float = 0.95
+    center_bias: bool = False
+    """Place crops around the centre (normal, std = half the free range / center_focus)."""
+    center_focus: float = 2.0
+    # --- the optimiser ---------------------------------------------------------------------------
     learning_rate: float = 0.07
+    gradient_accumulation: int = 1
+    """Forward/backward passes (each with fresh cutouts) summed into one Adam step."""
     ema_decay: float = 0.99
     """Frames show an exponential moving average of the latents (1 - decay per step)."""
+    ema_start: Literal["zero", "initial"] = "zero"
+    """zero: the average starts at zero and is bias-corrected (divided by 1 - decay^(t+1)), as in
+    big-sleep; initial: it starts at the scene's first latents, uncorrected, so a scene's first
+    frames stay close to where it started."""
     truncation: float = 1.0
     """BigGAN truncation, in (0, 1]."""
     warmup_steps: int = 0
     """Steps before the first frame, so a scene does not open on noise."""
+    reseed_every: int = 0
+    """Inside a scene, every this many steps mix fresh (seeded) noise into the latents; 0: never."""
+    reseed_fraction: float = 0.1
+    """How much fresh noise a re-seed mixes in: z <- (1 - f) z + f noise."""
+    # --- between scenes ---------------------------------------------------------------------------
     reseed: Literal["keyframe", "chain", "independent"] = "keyframe"
     """How a scene's latents start. keyframe: from a short anchor optimisation of the scene
     before it (anchors render in parallel first); chain: from the last latents of the scene
     before it (serial); independent: from the scene's own seed."""
     anchor_steps: int = 20
     """Optimisation steps of a keyframe anchor."""
+    # --- the machine ------------------------------------------------------------------------------
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    """fp32: exact; tf32: TensorFloat-32 matrix products on CUDA; bf16: bfloat16 autocast on CUDA."""
+    channels_last: bool = False
+    """Channels-last memory layout for the convolutions (faster on GPUs with tensor cores)."""
+    compile: bool = False
+    """torch.compile the loss (a slower first step, then faster ones)."""
+    deterministic: bool = False
+    """On CUDA: torch's deterministic algorithms, so the same spec gives the same frames
+    (CPU rendering is deterministic anyway)."""
     workers: int = 0
     """Render actors; 0 = one per GPU, or one per cpus_per_worker CPUs when there is no GPU."""
     cpus_per_worker: int = 1
@@ -152,19 +218,33 @@ class RenderSpec:
 
     def validate(self, path: str) -> None:
         positive_ints = {"steps_per_frame": self.steps_per_frame, "cutouts": self.cutouts,
-                         "cpus_per_worker": self.cpus_per_worker, "anchor_steps": self.anchor_steps}
+                         "cpus_per_worker": self.cpus_per_worker, "anchor_steps": self.anchor_steps,
+                         "gradient_accumulation": self.gradient_accumulation}
         for name, value in positive_ints.items():
             if value < 1:
                 raise SpecError(f"{path}.{name}", f"must be at least 1, got {value!r}")
-        for name, value in {"warmup_steps": self.warmup_steps, "workers": self.workers, "retries": self.retries}.items():
+        for name, value in {"warmup_steps": self.warmup_steps, "workers": self.workers, "retries": self.retries,
+                            "reseed_every": self.reseed_every}.items():
             if value < 0:
                 raise SpecError(f"{path}.{name}", f"must not be negative, got {value!r}")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise SpecError(f"{path}.learning_rate", f"must be positive, got {self.learning_rate!r}")
+        for name, value in {"learning_rate": self.learning_rate, "clip_weight": self.clip_weight,
+                            "class_temperature": self.class_temperature, "center_focus": self.center_focus}.items():
+            if not (value > 0 and math.isfinite(value)):
+                raise SpecError(f"{path}.{name}", f"must be positive, got {value!r}")
+        if self.max_classes is not None and not 1 <= self.max_classes <= 1000:
+            raise SpecError(f"{path}.max_classes", f"must be null or between 1 and 1000 (BigGAN's classes), got {self.max_classes!r}")
         if not 0 <= self.ema_decay < 1:
             raise SpecError(f"{path}.ema_decay", f"must be in [0, 1), got {self.ema_decay!r}")
         if not 0 < self.truncation <= 1:
             raise SpecError(f"{path}.truncation", f"must be in (0, 1], got {self.truncation!r}")
+        if not 0 < self.reseed_fraction <= 1:
+            raise SpecError(f"{path}.reseed_fraction", f"must be in (0, 1], got {self.reseed_fraction!r}")
+        if not 0 < self.cutout_size_min <= self.cutout_size_max <= 1:
+            raise SpecError(f"{path}.cutout_size_min",
+                            f"need 0 < cutout_size_min <= cutout_size_max <= 1, got {self.cutout_size_min!r} "
+                            f"and {self.cutout_size_max!r}")
+        if not (self.cutout_size_std >= 0 and math.isfinite(self.cutout_size_std)):
+            raise SpecError(f"{path}.cutout_size_std", f"must not be negative, got {self.cutout_size_std!r}")
         if not 0 < self.gpus_per_worker <= 8:
             raise SpecError(f"{path}.gpus_per_worker", f"must be in (0, 8], got {self.gpus_per_worker!r}")
         if not (PRESETS_DIR / f"{self.preset}.yaml").is_file():

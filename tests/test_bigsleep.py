@@ -81,7 +81,7 @@ def test_same_seed_same_frames_other_seed_other_frames(spec, models):
 def test_a_scene_can_start_from_given_latents(spec, models):
     sleeper, frames = render_scene_with_state(models, spec.render, PROMPT, seed=1, frames=2)
     list(frames)
-    end = Latents.from_numpy(sleeper.ema.to_numpy(), models.device)
+    end = Latents.from_numpy(sleeper.ema.average.to_numpy(), models.device)
     follower = BigSleep(models, spec.render, "a frozen valley", seed=2, init=end)
     assert torch.equal(follower.z.detach(), end.z) and torch.equal(follower.classes.detach(), end.classes)
 

@@ -67,8 +67,8 @@ def plan_jobs(spec: FilmSpec) -> list[Job]:
     return anchors + [Job("scene", k, ("anchor", k - 1) if k else None) for k in range(n)]
 
 
-def job_arguments(spec: FilmSpec, job: Job, frames_per_scene: list[int]) -> tuple[RenderSpec, str, int, int]:
-    """What the renderer is given for a job: (settings, prompt, seed, frames).
+def job_arguments(spec: FilmSpec, job: Job, frames_per_scene: list[int]) -> tuple[RenderSpec, list[tuple[str, float]], int, int]:
+    """What the renderer is given for a job: (settings, weighted prompts, seed, frames).
 
     An anchor is a warm-up of ``anchor_steps`` steps that draws no frames.
     """
@@ -77,7 +77,7 @@ def job_arguments(spec: FilmSpec, job: Job, frames_per_scene: list[int]) -> tupl
         settings = dataclasses.replace(settings, warmup_steps=settings.anchor_steps)
         frames, rendering_pass = 0, ANCHOR_PASS
     seed = derive_seed(spec.seed, job.scene, rendering_pass)
-    return settings, spec.scenes[job.scene].visual_prompt, seed, frames
+    return settings, spec.scenes[job.scene].weighted_prompts, seed, frames
 
 
 def worker_label(info: dict[str, Any]) -> str:

@@ -34,13 +34,25 @@ class SceneWorker:
             "device": str(self.models.device),
         }
 
-    def render(self, settings, prompt: str, seed: int, frames: int, init=None) -> Iterator[dict[str, Any]]:
-        """Stream one item per frame, then a last item with the scene's final (EMA) latents."""
+    def render(self, settings, prompt, seed: int, frames: int, init=None, resume=None,
+               state_every: int = 0) -> Iterator[dict[str, Any]]:
+        """Stream one item per frame, then a last item with the scene's first and last (EMA) latents.
+
+        A frame item carries ``state`` (numpy arrays, opaque here) when the renderer attached
+        one; ``resume`` is such a state, to continue a scene after the frame it came with.
+        """
         from farm.render.bigsleep import Latents, render_scene_with_state
 
         assert self.models is not None, "load() must run before render()"
         start = Latents.from_numpy(init, self.models.device) if init is not None else None
-        sleeper, frame_iter = render_scene_with_state(self.models, settings, prompt, seed, frames, start)
+        sleeper, frame_iter = render_scene_with_state(self.models, settings, prompt, seed, frames, start,
+                                                      resume=resume, state_every=state_every)
         for frame in frame_iter:
-            yield {"frame": frame.index, "png": frame.png(), "loss": frame.loss, "similarity": frame.similarity}
-        yield {"latents": sleeper.ema.to_numpy()}
+            item = {"frame": frame.index, "png": frame.png(), "loss": frame.loss, "similarity": frame.similarity}
+            if frame.state is not None:
+                item["state"] = frame.state
+            yield item
+        last = {"latents": sleeper.ema.average.to_numpy()}
+        if sleeper.first is not None:
+            last["first_latents"] = sleeper.first.to_numpy()
+        yield last

@@ -1,19 +1,22 @@
 """Big Sleep: CLIP-guided optimisation of BigGAN latents, one scene at a time. No Ray here.
 
-Per step:
-  latents (L, Z) + class logits (L, C) -> BigGAN, one latent row per generator block
-  -> image (1, 3, H, W) -> K random cutouts resized to CLIP's input (K, 3, S, S)
-  -> CLIP image embeddings, cosine similarity with the prompt's text embedding
-  -> loss = -similarity + latent regulariser + class sparsity -> Adam
-  -> exponential moving average (EMA) of latents and class logits.
-Every ``steps_per_frame`` steps a frame is drawn from the EMA, so a scene's
-frames are its optimisation trajectory.
+Per step (big-sleep's ``train_step``, term by term; see docs/SPEC.md for every knob):
+  1. latents z (L, Z) + class logits (L, C) -> class vectors (sigmoid, or a top-k)
+     -> BigGAN, one latent row per generator block -> image (1, 3, H, W)
+  2. K random cutouts resized to CLIP's input (K, 3, S, S) -> CLIP image embeddings
+  3. loss = latent_loss(z) + class_loss(classes) - clip_weight x sum_p w_p cos(image, prompt_p)
+     (``gradient_accumulation`` passes with fresh cutouts, each loss divided by their number)
+  4. Adam step, then the exponential moving average (EMA) of z and the class logits
+  5. every ``reseed_every`` steps, optionally, fresh noise mixed into z.
+Every ``steps_per_frame`` steps (after ``warmup_steps``) a frame is drawn from the EMA,
+so a scene's frames are its optimisation trajectory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -21,15 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from farm.render.cutouts import cutout_boxes, take_cutouts
+from farm.render.generator import image_of, synthesize, to_uint8
+from farm.render.losses import class_loss, class_vectors, clip_loss, latent_loss
 from farm.render.models import Models
 from farm.spec import RenderSpec
 
-# Class logits start low so sigmoid(class) is a faint mix of many ImageNet classes.
+# big-sleep's initial class logits: sigmoid(-3.9) ~ 0.02, a faint mix of every class.
 CLASS_INIT_MEAN, CLASS_INIT_STD = -3.9, 0.3
-# Weight of the class-sparsity term: pushes all but the strongest class towards zero.
-CLASS_SPARSITY_WEIGHT = 50.0
-# Cutout sides as a fraction of the image: normal(0.8, 0.3) clipped to [0.5, 0.95].
-CUTOUT_MEAN, CUTOUT_STD, CUTOUT_MIN, CUTOUT_MAX = 0.8, 0.3, 0.5, 0.95
 
 
 def derive_seed(film_seed: int, scene_index: int, rendering_pass: int = 0) -> int:
@@ -43,7 +45,7 @@ class Latents:
     """What a scene's image is made of; a later scene can start from it."""
 
     z: torch.Tensor  # (L, Z) one noise row per generator block
-    classes: torch.Tensor  # (L, C) class logits; sigmoid gives the class mix
+    classes: torch.Tensor  # (L, C) class logits
 
     def to_numpy(self) -> dict[str, np.ndarray]:
         return {"z": self.z.detach().cpu().numpy(), "classes": self.classes.detach().cpu().numpy()}
@@ -58,7 +60,8 @@ class Frame:
     index: int  # position in the scene, from 0
     image: np.ndarray  # (H, W, 3) uint8
     loss: float  # the loss of the last optimisation step before this frame
-    similarity: float  # CLIP cosine similarity of that step's cutouts with the prompt
+    similarity: float  # mean CLIP cosine similarity of that step's cutouts with the main prompt
+    state: Optional[dict[str, np.ndarray]] = None  # what continues the scene after this frame
 
     def png(self) -> bytes:
         from PIL import Image
@@ -68,141 +71,211 @@ class Frame:
         return buffer.getvalue()
 
 
-def synthesize(models: Models, z: torch.Tensor, classes: torch.Tensor, truncation: float) -> torch.Tensor:
-    """BigGAN with one latent row per block. z (B, L, Z), classes (B, L, C) -> image (B, 3, H, W) in [0, 1]."""
-    biggan = models.biggan
-    gen = biggan.generator
-    cond = torch.cat([z, biggan.embeddings(torch.sigmoid(classes))], dim=-1)  # (B, L, 2Z)
-    x = gen.gen_z(cond[:, 0])
-    # The library's weights follow TensorFlow's (B, H, W, C) layout at the first block.
-    x = x.view(-1, 4, 4, 16 * gen.config.channel_width).permute(0, 3, 1, 2).contiguous()
-    row = 1
-    for layer in gen.layers:
-        if layer.__class__.__name__ == "GenBlock":
-            x = layer(x, cond[:, row], truncation)
-            row += 1
-        else:  # self-attention
-            x = layer(x)
-    x = gen.relu(gen.bn(x, truncation))
-    x = torch.tanh(gen.conv_to_rgb(x)[:, :3])
-    return (x + 1) / 2
+class EMA:
+    """Exponential moving average of (z, classes).
 
+    ``zero`` (big-sleep): a biased average that starts at zero, divided by 1 - decay^(t+1);
+    it is first updated with the starting latents, so the average starts exactly there and
+    forgets it at the optimiser's pace. ``initial``: starts at the starting latents, uncorrected.
+    """
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8."""
-    return (image[0].clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
+    def __init__(self, start: Latents, decay: float, mode: str) -> None:
+        self.decay, self.mode = decay, mode
+        if mode == "zero":
+            self.biased = Latents(torch.zeros_like(start.z), torch.zeros_like(start.classes))
+            self.accum = 1.0
+            self.update(start)
+        else:
+            self.biased = Latents(start.z.detach().clone(), start.classes.detach().clone())
+            self.accum = 0.0  # no correction: 1 - 0 = 1
+
+    @torch.no_grad()
+    def update(self, current: Latents) -> None:
+        if self.mode == "zero":
+            self.accum *= self.decay
+        for mine, theirs in ((self.biased.z, current.z), (self.biased.classes, current.classes)):
+            mine.mul_(self.decay).add_(theirs.detach(), alpha=1 - self.decay)
+
+    @property
+    def average(self) -> Latents:
+        scale = 1.0 - self.accum
+        return Latents(self.biased.z / scale, self.biased.classes / scale)
 
 
 class BigSleep:
-    """One scene's optimisation: built from a prompt and a seed, advanced step by step."""
+    """One scene's optimisation: built from prompts and a seed, advanced step by step."""
 
-    def __init__(self, models: Models, settings: RenderSpec, prompt: str, seed: int,
+    def __init__(self, models: Models, settings: RenderSpec, prompt: str | list[tuple[str, float]], seed: int,
                  init: Optional[Latents] = None) -> None:
         self.models = models
         self.settings = settings
         device = models.device
+        prompts = [(prompt, 1.0)] if isinstance(prompt, str) else list(prompt)
         self.rng = torch.Generator(device="cpu").manual_seed(seed)
+        # Re-seeding noise has its own stream, so switching it on leaves the cutouts alone.
+        self.noise_rng = torch.Generator(device="cpu").manual_seed(seed ^ 0x5EED)
         with torch.no_grad():
-            tokens = models.tokenizer([prompt]).to(device)
-            self.text_embed = F.normalize(models.clip.encode_text(tokens).float(), dim=-1)  # (1, D)
+            tokens = models.tokenizer([text for text, _ in prompts]).to(device)
+            self.text_embeds = F.normalize(models.clip.encode_text(tokens).float(), dim=-1)  # (P, D)
+        self.prompt_weights = torch.tensor([w for _, w in prompts], dtype=torch.float32, device=device)  # (P,)
         if init is None:
             z = torch.randn(models.num_latents, models.z_dim, generator=self.rng)
             classes = CLASS_INIT_MEAN + CLASS_INIT_STD * torch.randn(models.num_latents, models.num_classes, generator=self.rng)
         else:
-            z, classes = init.z.detach().cpu().clone(), init.classes.detach().cpu().clone()
+            z, classes = init.z.detach().cpu().float().clone(), init.classes.detach().cpu().float().clone()
         self.z = z.to(device).requires_grad_(True)
         self.classes = classes.to(device).requires_grad_(True)
-        self.ema = Latents(self.z.detach().clone(), self.classes.detach().clone())
+        self.ema = EMA(Latents(self.z, self.classes), settings.ema_decay, settings.ema_start)
         self.optimizer = torch.optim.Adam([self.z, self.classes], lr=settings.learning_rate)
         self.steps = 0
+        self.frames_done = 0
+        self.first: Optional[Latents] = None  # the EMA latents of the scene's first frame
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if settings.precision == "bf16"
+                         else nullcontext())
+        self.loss_fn = torch.compile(self.loss_terms) if settings.compile else self.loss_terms
 
-    # 1. cutouts
-    def make_cutouts(self, image: torch.Tensor) -> torch.Tensor:
-        """(1, 3, H, W) -> (K, 3, S, S): random square crops, resized to CLIP's input and normalised."""
-        side = image.shape[-1]
-        size = self.models.clip_size
-        fractions = (CUTOUT_MEAN + CUTOUT_STD * torch.randn(self.settings.cutouts, generator=self.rng)).clamp(CUTOUT_MIN, CUTOUT_MAX)
-        offsets = torch.rand(self.settings.cutouts, 2, generator=self.rng)
-        pieces = []
-        for fraction, (fx, fy) in zip(fractions.tolist(), offsets.tolist()):
-            crop = max(1, int(side * fraction))
-            x, y = int(fx * (side - crop + 1)), int(fy * (side - crop + 1))
-            piece = image[:, :, y:y + crop, x:x + crop]
-            pieces.append(F.interpolate(piece, size=(size, size), mode="bilinear", align_corners=False))
-        cutouts = torch.cat(pieces)
-        return (cutouts - self.models.clip_mean) / self.models.clip_std
+    # 1-2. image, cutouts
+    def cutouts(self, image: torch.Tensor, boxes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(1, 3, H, W) -> (K, 3, S, S) normalised for CLIP; random boxes unless given."""
+        if boxes is None:
+            boxes = cutout_boxes(self.settings, self.settings.cutouts, image.shape[-1], self.rng)
+        pieces = take_cutouts(image, boxes, self.models.clip_size, self.settings.cutout_resample)
+        pieces = (pieces - self.models.clip_mean) / self.models.clip_std
+        return pieces.contiguous(memory_format=self.models.memory_format)
 
-    # 2. loss terms
-    def losses(self) -> dict[str, torch.Tensor]:
-        image = synthesize(self.models, self.z[None], self.classes[None], self.settings.truncation)
-        image_embed = F.normalize(self.models.clip.encode_image(self.make_cutouts(image)).float(), dim=-1)  # (K, D)
-        similarity = (image_embed @ self.text_embed.T).mean()
+    # 3. the loss, term by term
+    def loss_terms(self, z: torch.Tensor, classes: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+        s = self.settings
+        with self.autocast:
+            vectors = class_vectors(classes, s.max_classes, s.class_temperature)
+            image = synthesize(self.models, z[None], vectors[None], s.truncation)
+            embeds = self.models.clip.encode_image(self.cutouts(image, boxes))
+        similarity_loss, similarity = clip_loss(embeds.float(), self.text_embeds, self.prompt_weights, s.clip_weight)
         return {
-            "similarity": similarity,
-            "latent": latent_regulariser(self.z),
-            "classes": class_sparsity(self.classes),
+            "latent": latent_loss(z),
+            "classes": class_loss(vectors.float()),
+            "clip": similarity_loss,
+            "similarity": similarity[0],
         }
 
-    # 3. one step: loss -> Adam -> EMA
+    def losses(self, boxes: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        """The loss terms at the current latents, with random cutouts unless ``boxes`` are given."""
+        if boxes is None:
+            boxes = cutout_boxes(self.settings, self.settings.cutouts, self.models.resolution, self.rng)
+        terms = self.loss_fn(self.z, self.classes, boxes)
+        terms["loss"] = terms["latent"] + terms["classes"] + terms["clip"]
+        return terms
+
+    # 4-5. one step: loss -> Adam -> EMA -> re-seed
     def step(self) -> dict[str, float]:
-        terms = self.losses()
-        loss = -terms["similarity"] + terms["latent"] + terms["classes"]
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        passes = self.settings.gradient_accumulation
+        totals: dict[str, float] = {}
+        for _ in range(passes):
+            terms = self.losses()
+            (terms["loss"] / passes).backward()
+            for key, value in terms.items():
+                totals[key] = totals.get(key, 0.0) + value.item() / passes
         self.optimizer.step()
-        decay = self.settings.ema_decay
-        with torch.no_grad():
-            self.ema.z.mul_(decay).add_(self.z.detach(), alpha=1 - decay)
-            self.ema.classes.mul_(decay).add_(self.classes.detach(), alpha=1 - decay)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(Latents(self.z, self.classes))
         self.steps += 1
-        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+        if self.settings.reseed_every and self.steps % self.settings.reseed_every == 0:
+            self.reseed()
+        return totals
 
-    # 4. a frame from the EMA latents
     @torch.no_grad()
+    def reseed(self) -> None:
+        """z <- (1 - f) z + f noise: keeps a long scene moving without starting it over."""
+        f = self.settings.reseed_fraction
+        noise = torch.randn(self.z.shape, generator=self.noise_rng).to(self.z.device)
+        self.z.mul_(1 - f).add_(noise, alpha=f)
+
+    # a frame from the EMA latents
     def frame_image(self) -> np.ndarray:
-        image = synthesize(self.models, self.ema.z[None], self.ema.classes[None], self.settings.truncation)
-        return to_uint8(image)
+        s = self.settings
+        average = self.ema.average
+        return to_uint8(image_of(self.models, average.z, average.classes, s.truncation, s.max_classes, s.class_temperature))
+
+    # state: everything needed to continue bit for bit elsewhere
+    def state_dict(self) -> dict[str, np.ndarray]:
+        def arr(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().numpy().copy()
+
+        state = {
+            "z": arr(self.z), "classes": arr(self.classes),
+            "ema_z": arr(self.ema.biased.z), "ema_classes": arr(self.ema.biased.classes),
+            "ema_accum": np.array(self.ema.accum, dtype=np.float64),
+            "rng": arr(self.rng.get_state()), "noise_rng": arr(self.noise_rng.get_state()),
+            "steps": np.array(self.steps, dtype=np.int64), "frames_done": np.array(self.frames_done, dtype=np.int64),
+        }
+        if self.first is not None:
+            state["first_z"], state["first_classes"] = arr(self.first.z), arr(self.first.classes)
+        for index, slot in self.optimizer.state_dict()["state"].items():
+            for key, value in slot.items():
+                state[f"adam_{index}_{key}"] = arr(value) if torch.is_tensor(value) else np.array(value)
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        device = self.models.device
+
+        def tensor(name: str) -> torch.Tensor:
+            return torch.from_numpy(np.array(state[name])).to(device)
+
+        with torch.no_grad():
+            self.z.copy_(tensor("z"))
+            self.classes.copy_(tensor("classes"))
+        self.ema.biased = Latents(tensor("ema_z"), tensor("ema_classes"))
+        self.ema.accum = float(state["ema_accum"])
+        self.rng.set_state(torch.from_numpy(np.array(state["rng"])))
+        self.noise_rng.set_state(torch.from_numpy(np.array(state["noise_rng"])))
+        self.steps, self.frames_done = int(state["steps"]), int(state["frames_done"])
+        if "first_z" in state:
+            self.first = Latents(tensor("first_z"), tensor("first_classes"))
+        optimizer_state = self.optimizer.state_dict()
+        slots: dict[int, dict[str, torch.Tensor]] = {}
+        for name in state:
+            if name.startswith("adam_"):
+                _, index, key = name.split("_", 2)
+                value = torch.from_numpy(np.array(state[name]))
+                slots.setdefault(int(index), {})[key] = value if key == "step" else value.to(device)
+        optimizer_state["state"] = slots
+        self.optimizer.load_state_dict(optimizer_state)
 
 
-def latent_regulariser(z: torch.Tensor) -> torch.Tensor:
-    """Keep every latent row close to a standard normal: mean 0, std 1, no skew, no excess kurtosis."""
-    mean = z.mean(dim=1, keepdim=True)
-    std = z.std(dim=1, keepdim=True)
-    scores = (z - mean) / std
-    skew = scores.pow(3).mean(dim=1)
-    kurtosis = scores.pow(4).mean(dim=1) - 3
-    moments = (1 - std).abs().mean() + mean.abs().mean() + 4 * torch.clamp(z.pow(2).mean(), min=1.0)
-    return moments + (skew.abs() + kurtosis.abs()).mean()
-
-
-def class_sparsity(classes: torch.Tensor) -> torch.Tensor:
-    """All but the strongest class of every row pushed towards zero, so one class leads."""
-    weights = torch.sigmoid(classes)
-    weakest = torch.topk(weights, k=weights.shape[1] - 1, dim=1, largest=False).values
-    return (CLASS_SPARSITY_WEIGHT * weakest).pow(2).mean()
-
-
-def render_scene(models: Models, settings: RenderSpec, prompt: str, seed: int, frames: int,
+def render_scene(models: Models, settings: RenderSpec, prompt: str | list[tuple[str, float]], seed: int, frames: int,
                  init: Optional[Latents] = None) -> Iterator[Frame]:
-    """Yield a scene's ``frames`` frames, one every ``steps_per_frame`` steps after the warm-up.
-
-    The optimiser ends where the last frame was drawn; ``BigSleep.ema`` then holds the
-    latents a following scene may start from (see :func:`render_scene_with_state`).
-    """
+    """Yield a scene's ``frames`` frames, one every ``steps_per_frame`` steps after the warm-up."""
     yield from render_scene_with_state(models, settings, prompt, seed, frames, init)[1]
 
 
-def render_scene_with_state(models: Models, settings: RenderSpec, prompt: str, seed: int, frames: int,
-                            init: Optional[Latents] = None) -> tuple[BigSleep, Iterator[Frame]]:
+def render_scene_with_state(models: Models, settings: RenderSpec, prompt: str | list[tuple[str, float]], seed: int,
+                            frames: int, init: Optional[Latents] = None, resume: Optional[dict[str, np.ndarray]] = None,
+                            state_every: int = 0) -> tuple[BigSleep, Iterator[Frame]]:
+    """The scene's optimiser and its frames.
+
+    ``resume``: a state a frame carried (``Frame.state``); the frames continue after that
+    frame, exactly as they would have. ``state_every``: attach the state to every that many
+    frames, and to the last one. When the frames are done, ``sleeper.ema.average`` holds the
+    latents a following scene may start from and ``sleeper.first`` those of the first frame.
+    """
     sleeper = BigSleep(models, settings, prompt, seed, init)
+    if resume is not None:
+        sleeper.load_state_dict(resume)
 
     def frames_of() -> Iterator[Frame]:
         stats = {"loss": float("nan"), "similarity": float("nan")}
-        for _ in range(settings.warmup_steps):
+        while sleeper.steps < settings.warmup_steps:
             stats = sleeper.step()
-        for index in range(frames):
-            for _ in range(settings.steps_per_frame):
+        for index in range(sleeper.frames_done, frames):
+            target = settings.warmup_steps + (index + 1) * settings.steps_per_frame
+            while sleeper.steps < target:
                 stats = sleeper.step()
-            yield Frame(index, sleeper.frame_image(), stats["loss"], stats["similarity"])
+            image = sleeper.frame_image()
+            if index == 0:
+                average = sleeper.ema.average
+                sleeper.first = Latents(average.z.clone(), average.classes.clone())
+            sleeper.frames_done = index + 1
+            keep = state_every > 0 and ((index + 1) % state_every == 0 or index == frames - 1)
+            yield Frame(index, image, stats["loss"], stats["similarity"], sleeper.state_dict() if keep else None)
 
     return sleeper, frames_of()

@@ -43,6 +43,7 @@ class Models:
     z_dim: int
     num_classes: int
     device: torch.device
+    memory_format: torch.memory_format = torch.contiguous_format  # channels_last on request
 
 
 def resolve_device(name: str) -> torch.device:

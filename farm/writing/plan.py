@@ -75,4 +75,9 @@ def plan_film(spec: FilmSpec) -> FilmSpec:
             raise SpecError(f"scenes[{index}].{field}",
                             f"is {tokens} CLIP tokens long; a visual prompt holds at most {CLIP_MAX_TOKENS} "
                             f"(give the scene a shorter prompt)")
+        for number, extra in enumerate(scene.prompts):
+            tokens = clip_token_count(extra.text)
+            if tokens > CLIP_MAX_TOKENS:
+                raise SpecError(f"scenes[{index}].prompts[{number}].text",
+                                f"is {tokens} CLIP tokens long; a prompt holds at most {CLIP_MAX_TOKENS}")
     return spec

@@ -1,0 +1,48 @@
+"""BigGAN driven the Big Sleep way: one latent row per generator block.
+
+pytorch-pretrained-biggan's own forward feeds the same condition vector to every
+block; Big Sleep gives each block its own row of (z, class embedding), so the
+forward pass is spelled out here over the library's modules.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from farm.render.losses import class_vectors
+from farm.render.models import Models
+
+
+def synthesize(models: Models, z: torch.Tensor, classes: torch.Tensor, truncation: float) -> torch.Tensor:
+    """z (B, L, Z) and class weights (B, L, C) -> image (B, 3, H, W) in [0, 1]."""
+    biggan = models.biggan
+    gen = biggan.generator
+    cond = torch.cat([z, biggan.embeddings(classes)], dim=-1)  # (B, L, Z + E)
+    x = gen.gen_z(cond[:, 0])
+    # The library's weights follow TensorFlow's (B, H, W, C) layout at the first block.
+    x = x.view(-1, 4, 4, 16 * gen.config.channel_width).permute(0, 3, 1, 2)
+    x = x.contiguous(memory_format=models.memory_format)
+    row = 1
+    for layer in gen.layers:
+        if layer.__class__.__name__ == "GenBlock":
+            x = layer(x, cond[:, row], truncation)
+            row += 1
+        else:  # self-attention
+            x = layer(x)
+    x = gen.relu(gen.bn(x, truncation))
+    x = torch.tanh(gen.conv_to_rgb(x)[:, :3])
+    return (x + 1) / 2
+
+
+def image_of(models: Models, z: torch.Tensor, logits: torch.Tensor, truncation: float,
+             max_classes: int | None, class_temperature: float) -> torch.Tensor:
+    """One latent set, z (L, Z) and class logits (L, C) -> image (1, 3, H, W), no gradients."""
+    with torch.no_grad():
+        vectors = class_vectors(logits, max_classes, class_temperature)
+        return synthesize(models, z[None], vectors[None], truncation).float()
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8."""
+    return (image[0].clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
