@@ -87,3 +87,21 @@ def test_farm_stitch_bad_input_is_one_line(default_film, tmp_path):
         assert (result.path / "film.mp4").read_bytes() == film_before
     finally:
         lost.write_bytes(data)
+
+
+def test_morph_film_gets_bridge_frames_from_a_worker(ray_cluster, tmp_path):
+    data = tiny_film("Morph Film", scenes=2, duration=1.0, fps=4, video={"transition": "morph"})
+    messages = []
+    result = render_film(spec_from_dict(data), out=tmp_path, progress=messages.append)
+    bridges = sorted((result.path / "scenes" / "000").glob("bridge_*.png"))
+    assert len(bridges) == 2 and not list((result.path / "scenes" / "001").glob("bridge_*.png"))
+    frames = decode_video(result.video)
+    assert len(frames) == result.frames == 4 + 2 + 4
+    from PIL import Image
+    import numpy as np
+
+    last = np.asarray(Image.open(result.path / "scenes" / "000" / "frame_00003.png").convert("RGB"), dtype=float)
+    first = np.asarray(Image.open(bridges[0]).convert("RGB"), dtype=float)
+    assert np.abs(last - first).mean() < 1.0  # a morph starts at the image of scene 1's last latents
+    assert np.abs(frames[4] - first).mean() < 12  # and sits between the scenes in the film
+    assert not any("using crossfade" in m for m in messages)

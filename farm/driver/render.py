@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from farm.cutting.film import CutPlan, FilmCutter, plan_cut
+from farm.cutting.layout import BRIDGE_NAME
 from farm.cutting.tools import find_ffmpeg
 from farm.driver.store import FilmStore, atomic_write
 from farm.errors import ClusterError, FarmError, RenderError
@@ -97,7 +98,7 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
     spec = plan_film(spec)
     exe = find_ffmpeg(spec.video.ffmpeg)
     # The timeline and the narration: scenes may be lengthened to fit their speech.
-    cut = plan_cut(spec, exe, say, film_dir=Path(out) / spec.slug)
+    cut = plan_cut(spec, exe, say, film_dir=Path(out) / spec.slug, bridges=True)
     spec = cut.spec
     # 2. Open the film's folder; a different film already there stops us here.
     store = FilmStore(out, spec)
@@ -128,6 +129,7 @@ class FilmRun:
         # Encodes each scene's pieces of the film as soon as the scene is complete.
         self.cutter = FilmCutter(cut, store.path, exe, say)
         self.scenes_rendered = 0
+        self.bridge_refs: dict[int, Any] = {}  # morph after scene k -> the worker's answer
         # Jobs whose final latents another job starts from.
         self.starting_points = {job.start_from for job in plan_jobs(spec) if job.start_from}
 
@@ -165,7 +167,14 @@ class FilmRun:
         for index in range(len(self.spec.scenes)):
             if not any(j.kind == "scene" and j.scene == index for j in jobs):
                 self.queue_segment(index, reuse=True)
-        if not jobs:
+        rerendered = {job.scene for job in jobs if job.kind == "scene"}
+        for k in range(len(self.spec.scenes) - 1):
+            if rerendered & {k, k + 1}:  # a bridge is made from its scenes' latents: stale now
+                for path in self.store.scene_dir(k).glob(BRIDGE_NAME.replace("{:05d}", "*")):
+                    path.unlink()
+            elif self.bridge_on_disk(k):
+                self.cutter.bridge_ready(k)
+        if not jobs and not self.bridges_missing():
             self.say("every scene is already rendered")
             return []
         import ray
@@ -176,6 +185,38 @@ class FilmRun:
         finally:
             if connected:
                 ray.shutdown()
+
+    # --- morph bridges: asked of a worker once both neighbours are rendered -------------------
+
+    def bridge_on_disk(self, k: int) -> bool:
+        return all((self.store.scene_dir(k) / BRIDGE_NAME.format(i)).is_file() for i in range(self.cutter.timeline.t))
+
+    def bridges_missing(self) -> list[int]:
+        if self.cutter.timeline.transition != "morph":
+            return []
+        return [k for k in range(len(self.spec.scenes) - 1) if k not in self.bridge_refs and not self.bridge_on_disk(k)]
+
+    def request_bridges(self, worker: Any) -> None:
+        """Queue on ``worker`` every missing bridge whose two scenes' latents are known."""
+        for k in self.bridges_missing():
+            ends = [("scene", k), ("first", k + 1)]
+            if all(key in self.latents or (self.store.scene_complete(key[1]) and self.load_latents(key)) for key in ends):
+                self.bridge_refs[k] = worker.bridge.remote(self.latents[ends[0]], self.latents[ends[1]],
+                                                           self.cutter.timeline.t, self.spec.render)
+
+    def collect_bridges(self, workers: list[Any]) -> None:
+        import ray
+
+        if self.bridges_missing() and workers:
+            self.request_bridges(workers[0])
+        if self.bridges_missing():
+            raise RenderError(f"the morph after scene {self.bridges_missing()[0] + 1} has no latents to start from; "
+                              "remove that scene's folder to render it again")
+        for k, ref in sorted(self.bridge_refs.items()):
+            for i, png in enumerate(ray.get(ref)):
+                atomic_write(self.store.scene_dir(k) / BRIDGE_NAME.format(i), png)
+            self.cutter.bridge_ready(k)
+        self.bridge_refs.clear()
 
     def queue_segment(self, index: int, reuse: bool = False) -> None:
         self.cutter.scene_ready(index)
@@ -346,6 +387,7 @@ class Dispatcher:
                     else:
                         self.collect(ref)
                 self.heartbeat()
+            self.run_.collect_bridges([*self.idle, *self.info, *self.loading.values()])
             return list(self.info.values())
         finally:
             for entry in self.store.manifest["scenes"]:
@@ -371,6 +413,7 @@ class Dispatcher:
         except StopIteration:
             self.running.pop(stream)
             self.idle.append(worker)
+            self.run_.request_bridges(worker)
         except (exceptions.RayActorError, exceptions.ObjectLostError, exceptions.NodeDiedError) as exc:
             self.running.pop(stream)
             self.infrastructure_failure(job, worker, exc)
@@ -387,6 +430,8 @@ class Dispatcher:
             return
         # The stream's last item: the job's final latents.
         self.run_.save_latents(job.key, item["latents"])
+        if job.kind == "scene" and "first_latents" in item:  # where a morph into this scene ends
+            self.run_.save_latents(("first", job.scene), item["first_latents"])
         if job.kind == "scene":
             entry = self.store.scene_entry(job.scene)
             entry.update(state="done", seconds=round(time.perf_counter() - start, 3))
