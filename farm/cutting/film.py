@@ -18,7 +18,7 @@ import yaml
 from farm.cutting import narration as narr
 from farm.cutting.layout import (BRIDGE_PATTERN, FRAME_PATTERN, atomic_write, scene_dir, segments_dir)
 from farm.cutting.segments import Encoding, Piece, Source, burned_cues, encode_audio, encode_piece, join, piece_key
-from farm.cutting.sheet import contact_sheet, poster
+from farm.cutting.sheet import ContactSheet, poster
 from farm.cutting.subtitles import cues, make_ass, make_srt, make_vtt
 from farm.cutting.timeline import Timeline, make_timeline, transition_frames
 from farm.cutting.verify import verify_film
@@ -113,7 +113,10 @@ class FilmCutter:
         self.futures: dict[str, Future] = {}
         self.ready: set[int] = set()
         self.bridges: set[int] = set()
-        self.encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farm-cutting")
+        self.sheet = ContactSheet([s.visual_prompt for s in self.spec.scenes])
+        self.thumbnails: dict[int, Future] = {}
+        # Two at a time: the last scene's body and the transition into it encode side by side.
+        self.encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="farm-cutting")
         self.audio: Optional[Future] = None
         if plan.speech is not None:
             narr.save_clips(plan.speech, [s.narration for s in self.spec.scenes], video, self.folder / "narration")
@@ -169,6 +172,10 @@ class FilmCutter:
         """Scene k's frames are all on disk: encode what no longer waits."""
         self.ready.add(k)
         self.submit_ready()
+        self.thumbnails[k] = self.encoder.submit(self.sheet.add, k, self.middle_frame(k))
+
+    def middle_frame(self, k: int) -> Path:
+        return scene_dir(self.film_dir, k) / (FRAME_PATTERN % (self.timeline.frames[k] // 2))
 
     def bridge_ready(self, k: int) -> None:
         """The morph bridge from scene k to scene k+1 is on disk."""
@@ -190,9 +197,20 @@ class FilmCutter:
             missing = [piece.name for piece, _ in self.pieces if piece.name not in self.futures]
             assert not missing, f"pieces never became ready: {missing}"
             files = [self.futures[piece.name].result() for piece, _ in self.pieces]
+            # The pictures are drawn while the film is joined and checked.
+            pictures = self.encoder.submit(self.illustrate)
             audio = self.audio.result() if self.audio is not None else None
+            video = self.join_and_check(files, audio)
+            contact, cover = pictures.result()
         finally:
             self.encoder.shutdown(wait=True, cancel_futures=True)
+        self.say(f"film written: {video} ({self.timeline.total} frames, {self.timeline.duration:.2f}s, "
+                 f"{self.timeline.transition}, subtitles {self.spec.video.subtitles}"
+                 f"{', narrated' if audio else ''})")
+        return StitchResult(video, self.film_dir / "film.srt", self.film_dir / "film.vtt", contact, cover,
+                            self.timeline, self.checked)
+
+    def join_and_check(self, files: list[Path], audio: Optional[Path]) -> Path:
         srt, vtt = self.film_dir / "film.srt", self.film_dir / "film.vtt"
         atomic_write(srt, make_srt(self.cues).encode())
         atomic_write(vtt, make_vtt(self.cues).encode())
@@ -201,16 +219,12 @@ class FilmCutter:
             soft = self.folder / "soft.ass"
             atomic_write(soft, make_ass(self.cues, self.spec.video.size, burn=False).encode())
         video = join(files, self.film_dir / "film.mp4", self.exe, self.spec.video.codec, audio, soft)
-        checked = verify_film(video, self.timeline, self.spec.video.size, self.spec.video.codec,
-                              audio=audio is not None, subtitles=soft is not None)
+        self.checked = verify_film(video, self.timeline, self.spec.video.size, self.spec.video.codec,
+                                   audio=audio is not None, subtitles=soft is not None)
         atomic_write(self.film_dir / "film.yaml", film_yaml(self.spec, self.timeline).encode())
         keep = set(files) | {p for p in (audio, soft) if p is not None}
         self.tidy(keep)
-        contact, cover = self.illustrate()
-        self.say(f"film written: {video} ({self.timeline.total} frames, {self.timeline.duration:.2f}s, "
-                 f"{self.timeline.transition}, subtitles {self.spec.video.subtitles}"
-                 f"{', narrated' if audio else ''})")
-        return StitchResult(video, srt, vtt, contact, cover, self.timeline, checked)
+        return video
 
     def tidy(self, keep: set[Path]) -> None:
         """Pieces made for other settings are derived data: keep only this film's."""
@@ -220,9 +234,10 @@ class FilmCutter:
 
     def illustrate(self) -> tuple[Path, Path]:
         tl = self.timeline
-        middles = [scene_dir(self.film_dir, k) / (FRAME_PATTERN % (tl.frames[k] // 2)) for k in range(tl.scenes)]
-        contact = contact_sheet(middles, [s.visual_prompt for s in self.spec.scenes], self.film_dir / "contact.png")
-        cover = poster(middles[tl.scenes // 2], self.spec.title, self.film_dir / "poster.png")
+        for k in range(tl.scenes):
+            self.thumbnails[k].result()
+        contact = self.sheet.save(self.film_dir / "contact.png")
+        cover = poster(self.middle_frame(tl.scenes // 2), self.spec.title, self.film_dir / "poster.png")
         return contact, cover
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import textwrap
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -25,35 +26,44 @@ def font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def png_bytes(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image, compress_level: int = 6) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
-def contact_sheet(frames: Sequence[Path], prompts: Sequence[str], out: Path) -> Path:
-    """One frame per scene in a grid, each captioned "N. prompt"."""
-    n = len(frames)
-    columns = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / columns)
-    caption_font = font(14)
-    line_height = 18
-    caption_lines = 3
-    pad = 8
-    cell_w, cell_h = CELL + 2 * pad, CELL + pad + caption_lines * line_height + pad
-    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), (18, 18, 18))
-    draw = ImageDraw.Draw(sheet)
-    for k, (frame, prompt) in enumerate(zip(frames, prompts)):
-        x, y = (k % columns) * cell_w + pad, (k // columns) * cell_h + pad
+class ContactSheet:
+    """One picture per scene in a grid, each captioned "N. prompt"; scenes are added as they finish."""
+
+    def __init__(self, prompts: Sequence[str]) -> None:
+        self.prompts = list(prompts)
+        n = len(self.prompts)
+        self.columns = math.ceil(math.sqrt(n))
+        rows = math.ceil(n / self.columns)
+        self.font = font(14)
+        self.line_height, self.lines, self.pad = 18, 3, 8
+        self.cell = (CELL + 2 * self.pad, CELL + 2 * self.pad + self.lines * self.line_height)
+        self.image = Image.new("RGB", (self.columns * self.cell[0], rows * self.cell[1]), (18, 18, 18))
+        self.lock = threading.Lock()
+
+    def add(self, k: int, frame: Path) -> None:
         with Image.open(frame) as image:
-            sheet.paste(image.convert("RGB").resize((CELL, CELL), Image.LANCZOS), (x, y))
-        lines = textwrap.wrap(f"{k + 1}. {' '.join(prompt.split())}", width=34) or [f"{k + 1}."]
-        if len(lines) > caption_lines:
-            lines = lines[: caption_lines - 1] + [lines[caption_lines - 1][:31] + "..."]
-        for i, line in enumerate(lines):
-            draw.text((x, y + CELL + 4 + i * line_height), line, fill=(235, 235, 235), font=caption_font)
-    atomic_write(out, png_bytes(sheet))
-    return out
+            picture = image.convert("RGB").resize((CELL, CELL), Image.LANCZOS)
+        x = (k % self.columns) * self.cell[0] + self.pad
+        y = (k // self.columns) * self.cell[1] + self.pad
+        lines = textwrap.wrap(f"{k + 1}. {' '.join(self.prompts[k].split())}", width=34) or [f"{k + 1}."]
+        if len(lines) > self.lines:
+            lines = lines[: self.lines - 1] + [lines[self.lines - 1][:31] + "..."]
+        with self.lock:
+            self.image.paste(picture, (x, y))
+            draw = ImageDraw.Draw(self.image)
+            for i, line in enumerate(lines):
+                draw.text((x, y + CELL + 4 + i * self.line_height), line, fill=(235, 235, 235), font=self.font)
+
+    def save(self, out: Path) -> Path:
+        with self.lock:
+            atomic_write(out, png_bytes(self.image, compress_level=1))
+        return out
 
 
 def poster(frame: Path, title: str, out: Path, side: int = 512) -> Path:
