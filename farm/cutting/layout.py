@@ -16,6 +16,11 @@ import os
 import tempfile
 from pathlib import Path
 
+# video.* settings that change how frames are joined, not the frames: a film folder may be
+# stitched again with other values (farm stitch, or farm render of the same film).
+JOIN_SETTINGS = frozenset({"transition", "transition_seconds", "subtitles", "codec", "crf", "preset", "pix_fmt",
+                           "narration", "voice", "speech_model", "speech_base_url", "speech_api_key_env"})
+
 FRAME_NAME = "frame_{:05d}.png"
 FRAME_PATTERN = "frame_%05d.png"  # the same name as ffmpeg's image2 pattern
 BRIDGE_NAME = "bridge_{:05d}.png"

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from farm.cutting.layout import FRAME_NAME, atomic_write, scene_dir
+from farm.cutting.layout import FRAME_NAME, JOIN_SETTINGS, atomic_write, scene_dir
 from farm.errors import InputError, OutputConflictError
 from farm.spec import FilmSpec
 
@@ -28,7 +28,7 @@ from farm.spec import FilmSpec
 # continued with other values for them.
 EXECUTION_ONLY = {
     "render": {"workers", "cpus_per_worker", "gpus_per_worker", "retries"},
-    "video": {"ffmpeg"},
+    "video": {"ffmpeg", *JOIN_SETTINGS},
     "models": {"cache_dir"},
 }
 
