@@ -319,3 +319,16 @@ def test_a_wrong_film_is_an_error(tmp_path):
         verify_film(result.video, result.timeline, 128, "h264", audio=True, subtitles=False)
     with pytest.raises(StitchError, match="video codec h264, expected hevc"):
         verify_film(result.video, result.timeline, 128, "h265", audio=False, subtitles=False)
+
+
+def test_stitching_again_holds_the_last_frame_to_fit_speech(tmp_path):
+    result, messages = cut_film(tmp_path / "film", scenes=2, narration="espeak", hold_to_fit=True, transition="cut")
+    assert any("holding their last frame" in m for m in messages)
+    tl = result.timeline
+    assert tl.frames == (4, 4) and all(h > 0 for h in tl.hold)
+    frames = decode_video(result.video)
+    assert len(frames) == 8 + sum(tl.hold)
+    # scene 1's held frames repeat its last frame (the bar at full length for frame 3)
+    held = frames[4: 4 + tl.hold[0]]
+    assert all(np.abs(f.astype(int) - frames[3]).mean() < 2 for f in held)
+    assert colour_of(frames[4 + tl.hold[0]]) == 1
