@@ -54,7 +54,114 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a video setting, e.g. --set video.transition=cut (repeatable)")
     stitch.add_argument("--quiet", action="store_true", help="print only the film's path")
     stitch.set_defaults(handler=cmd_stitch)
+
+    story = commands.add_parser(
+        "story", help="write candidate stories from a seed phrase and save the chosen one as a film spec",
+        description="Ask the LLM (llm section; any OpenAI-compatible server) for candidate stories from PHRASE, "
+                    "save each in FILM.candidates/, show them, and write the chosen one into FILM.yaml.")
+    story.add_argument("phrase", metavar="PHRASE", help='the seed phrase, e.g. "Yeti Tardigrade"')
+    story.add_argument("--candidates", type=int, metavar="N", help="stories to write (default: llm.candidates)")
+    story.add_argument("--pick", type=int, metavar="K",
+                       help="choose candidate K (a saved one if there is one) instead of being asked")
+    story.add_argument("--new", action="store_true", help="write new candidates even when some are saved")
+    story.add_argument("--out", metavar="FILM.yaml", help="the film spec to write (default: <film>.yaml)")
+    story.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="a spec field for the new film, e.g. --set llm.model=llama3.1 (repeatable)")
+    story.set_defaults(handler=cmd_story)
+
+    plan = commands.add_parser(
+        "plan", help="split a film spec's story into scenes (LLM, or offline)",
+        description="Split story.text of FILM.yaml into scenes (narration, CLIP prompt, duration) and write them "
+                    "into FILM.yaml, or into --out.")
+    plan.add_argument("spec", metavar="FILM.yaml", help="the film spec holding story.text")
+    plan.add_argument("--out", metavar="PLANNED.yaml", help="write here instead of changing FILM.yaml")
+    plan.add_argument("--force", action="store_true", help="plan again when the spec already has scenes")
+    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a spec field, kept in the written file (repeatable)")
+    plan.set_defaults(handler=cmd_plan)
+
+    film = commands.add_parser(
+        "film", help="seed phrase -> story -> scenes -> film.mp4, in one command",
+        description="Write stories from PHRASE, choose one, plan its scenes, save them in out/<film>/film.yaml, "
+                    "render and stitch. Run again to continue the same film without the LLM.")
+    film.add_argument("phrase", metavar="PHRASE", help='the seed phrase, e.g. "Yeti Tardigrade"')
+    film.add_argument("--preset", help="named defaults: tiny (CPU, random weights), draft, final")
+    film.add_argument("--pick", type=int, metavar="K", help="choose story K instead of being asked")
+    film.add_argument("--candidates", type=int, metavar="N", help="stories to write (default: llm.candidates)")
+    film.add_argument("--new", action="store_true", help="write new candidates even when some are saved")
+    film.add_argument("--out", default="out", help="folder the film's folder goes in (default: out)")
+    film.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a spec field, e.g. --set video.fps=8 (repeatable)")
+    film.add_argument("--address", help="join this Ray cluster (default: start a local one)")
+    film.add_argument("--quiet", action="store_true", help="print only the film's path")
+    film.set_defaults(handler=cmd_film)
+
+    weights = commands.add_parser(
+        "weights", help="fetch or check the pretrained weights a preset or film needs",
+        description="Pretrained CLIP and BigGAN weights: `fetch` downloads them (where there is internet) into "
+                    "the libraries' caches, or into a folder to stage on offline machines; `check` says what "
+                    "is present and where, without the network.")
+    actions = weights.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in (("fetch", "download the weights (into the caches, or --to DIR)"),
+                       ("check", "say which weights are on this machine and where (no network)")):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("spec", nargs="?", metavar="FILM.yaml", help="the film spec (default: the preset alone)")
+        action.add_argument("--preset", help="named defaults: draft (default), final, tiny")
+        action.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a spec field, e.g. --set models.cache_dir=/weights (repeatable)")
+        if name == "fetch":
+            action.add_argument("--to", metavar="DIR", help="also copy the weights here, ready to stage")
+        action.set_defaults(handler=cmd_weights)
     return parser
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _terminal_ask():
+    """A prompt on the terminal, or None when there is none to ask at (never prompt without one)."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return None
+
+    def ask(question: str) -> str:
+        print(question, end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line
+
+    return ask
+
+
+def cmd_story(args: argparse.Namespace) -> int:
+    from farm.writing.steps import write_story
+
+    path = write_story(args.phrase, out=args.out, candidates=args.candidates, pick=args.pick,
+                       overrides=args.overrides, ask=_terminal_ask(), say=_say, new=args.new)
+    print(path)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from farm.writing.steps import plan_file
+
+    print(plan_file(args.spec, out=args.out, overrides=args.overrides, force=args.force, say=_say))
+    return 0
+
+
+def cmd_film(args: argparse.Namespace) -> int:
+    from farm.film import make_film
+
+    say = (lambda message: None) if args.quiet else _say
+    ask = _terminal_ask()
+    # Candidates are shown even with --quiet when the user is to choose among them.
+    result = make_film(args.phrase, out=args.out, preset=args.preset, pick=args.pick, candidates=args.candidates,
+                       overrides=args.overrides, address=args.address, ask=ask, say=say, new=args.new,
+                       show_to=_say if ask and args.pick is None else say)
+    say(f"{result.frames} frames, {result.scenes_rendered} scene(s) rendered in {result.seconds:.1f}s")
+    print(result.video)
+    return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -70,6 +177,22 @@ def cmd_render(args: argparse.Namespace) -> int:
     if not args.quiet:
         progress(f"{result.frames} frames, {result.scenes_rendered} scene(s) rendered in {result.seconds:.1f}s")
     print(result.video)
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from farm.render import weights
+
+    models, preset = weights.spec_models(args.spec, args.preset, args.overrides)
+    if args.action == "check":
+        lines, complete = weights.report(models)
+        print("\n".join(lines))
+        return 0 if complete else 1
+    for item, path in weights.fetch(models, preset, Path(args.to) if args.to else None):
+        if item.kind != "builtin":
+            print(f"{item.field}: {path}")
     return 0
 
 

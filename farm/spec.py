@@ -16,6 +16,7 @@ import dataclasses
 import math
 import re
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -31,6 +32,13 @@ PRETRAINED_BIGGAN = {f"biggan-deep-{s}": s for s in GENERATOR_SIZES}
 # Reading speed used when a scene gives no duration: words per second of narration.
 READING_WORDS_PER_SECOND = 2.5
 MIN_SCENE_SECONDS = 2.0
+# A planned scene lasts its reading time, but never longer than this: a long narration is
+# read faster rather than holding one picture on screen for ages.
+MAX_SCENE_SECONDS = 12.0
+# Scripts written without spaces between words: this many characters count as one word
+# when the reading time is worked out (about 7.5 characters a second).
+CHARACTERS_PER_WORD = 3
+SLUG_MAX_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -38,10 +46,14 @@ class StorySpec:
     phrase: str = ""
     """The seed phrase a story is written from ("Yeti Tardigrade")."""
     text: str = ""
-    """The story itself; when scenes are not given, it is split into scenes offline."""
+    """The story itself; when scenes are not given, it is planned into scenes (LLM or offline)."""
+    candidate: Optional[int] = None
+    """Which of the written candidates (1-based) the text is; empty when the text was not written by farm."""
 
     def validate(self, path: str) -> None:
-        pass  # either field may be empty; FilmSpec checks that a film has something to show
+        # either text field may be empty; FilmSpec checks that a film has something to show
+        if self.candidate is not None and self.candidate < 1:
+            raise SpecError(f"{path}.candidate", f"must be at least 1, got {self.candidate!r}")
 
 
 @dataclass(frozen=True)
@@ -90,8 +102,32 @@ class SceneSpec:
         """The scene's length: the given duration, or the narration's reading time."""
         if self.duration is not None:
             return float(self.duration)
-        words = len(self.narration.split())
-        return max(MIN_SCENE_SECONDS, round(words / READING_WORDS_PER_SECOND, 1))
+        return reading_seconds(self.narration)
+
+
+def _unspaced(char: str) -> bool:
+    """A letter of a script written without spaces between words (CJK, kana, Thai, ...)."""
+    # Korean puts spaces between words, so Hangul is not among these.
+    return unicodedata.name(char, "").startswith(
+        ("CJK", "HIRAGANA", "KATAKANA", "HALFWIDTH KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN"))
+
+
+def reading_words(text: str) -> float:
+    """Words to read: whitespace-separated pieces, where CHARACTERS_PER_WORD letters of a
+    script written without spaces (Japanese, Chinese, Thai, ...) count as one word."""
+    words = 0.0
+    for piece in text.split():
+        unspaced = sum(1 for c in piece if _unspaced(c))
+        rest = any(c.isalnum() and not _unspaced(c) for c in piece)
+        words += unspaced / CHARACTERS_PER_WORD + (1 if rest or not unspaced else 0)
+    return words
+
+
+def reading_seconds(text: str) -> float:
+    """Seconds on screen for a narration: its reading time at READING_WORDS_PER_SECOND,
+    rounded to 0.1 s, between MIN_SCENE_SECONDS and MAX_SCENE_SECONDS."""
+    seconds = round(reading_words(text) / READING_WORDS_PER_SECOND, 1)
+    return min(MAX_SCENE_SECONDS, max(MIN_SCENE_SECONDS, seconds))
 
 
 @dataclass(frozen=True)
@@ -273,19 +309,67 @@ class ModelsSpec:
 @dataclass(frozen=True)
 class LLMSpec:
     base_url: Optional[str] = None
-    """Any OpenAI-compatible server; the OpenAI API when empty."""
+    """Any OpenAI-compatible server (ending in /v1); when empty, $OPENAI_BASE_URL, else the OpenAI API."""
     model: str = "gpt-4o-mini"
     api_key_env: str = "OPENAI_API_KEY"
     """The environment variable holding the API key (the key itself never goes in a spec)."""
     endpoint: Literal["chat", "completions"] = "chat"
+    """chat: chat completions; completions: the legacy endpoint, for base and instruct models
+    (the seed phrase is completed, as the seed film's GPT-3 did)."""
     candidates: int = 3
+    """Stories written per seed phrase, one of which is chosen."""
+    story_words: int = 250
+    """Most words a story is asked to have (chat; a base model writes until it stops)."""
     temperature: float = 0.9
+    """Sampling temperature of the stories (the plan is asked for at a quarter of it)."""
+    max_tokens: int = 1500
+    """Most tokens one answer may hold; an answer cut off there is an error."""
+    seed: Optional[int] = None
+    """Sampling seed sent to the server (candidate k gets seed + k - 1); servers may ignore it."""
+    language: str = ""
+    """The language stories and narration are written in; empty: the seed phrase's language."""
+    structured: Literal["json_schema", "json_object", "none"] = "json_schema"
+    """How the plan asks for JSON: a JSON schema, any JSON object, or plain text read tolerantly.
+    A server that refuses the JSON modes is asked again in plain text."""
+    planner: Literal["auto", "llm", "offline"] = "auto"
+    """Who splits a story into scenes. auto: the LLM when one is configured (a base URL or an
+    API key in the environment), the offline splitter otherwise."""
+    chunk_words: int = 600
+    """Long stories are planned this many words at a time, each chunk told the scenes before it."""
+    timeout: float = 120.0
+    """Seconds one request may take."""
+    retries: int = 3
+    """Extra attempts after a rate limit (429), a server error (5xx), a timeout or an unusable answer."""
+    retry_wait: float = 1.0
+    """Seconds before the first retry, doubled each time, unless the server says (Retry-After)."""
+    max_retry_wait: float = 60.0
+    """A server asking to wait longer than this is not waited for."""
 
     def validate(self, path: str) -> None:
-        if self.candidates < 1:
-            raise SpecError(f"{path}.candidates", f"must be at least 1, got {self.candidates!r}")
+        if not self.model.strip():
+            raise SpecError(f"{path}.model", "must name a model")
+        if not self.api_key_env.strip() or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+            raise SpecError(f"{path}.api_key_env", f"must be the name of an environment variable, got {self.api_key_env!r}")
+        if self.base_url is not None and self.base_url.strip() and not re.match(r"https?://", self.base_url.strip()):
+            raise SpecError(f"{path}.base_url", f"must start with http:// or https://, got {self.base_url!r}")
+        positive_ints = {"candidates": self.candidates, "story_words": self.story_words,
+                         "max_tokens": self.max_tokens, "chunk_words": self.chunk_words}
+        for name, value in positive_ints.items():
+            if value < 1:
+                raise SpecError(f"{path}.{name}", f"must be at least 1, got {value!r}")
+        if self.candidates > 20:
+            raise SpecError(f"{path}.candidates", f"must be at most 20, got {self.candidates!r}")
         if not 0 <= self.temperature <= 2:
             raise SpecError(f"{path}.temperature", f"must be in [0, 2], got {self.temperature!r}")
+        if self.seed is not None and self.seed < 0:
+            raise SpecError(f"{path}.seed", f"must not be negative, got {self.seed!r}")
+        if self.retries < 0:
+            raise SpecError(f"{path}.retries", f"must not be negative, got {self.retries!r}")
+        for name, value in {"timeout": self.timeout, "max_retry_wait": self.max_retry_wait}.items():
+            if not (value > 0 and math.isfinite(value)):
+                raise SpecError(f"{path}.{name}", f"must be a positive number of seconds, got {value!r}")
+        if not (self.retry_wait >= 0 and math.isfinite(self.retry_wait)):
+            raise SpecError(f"{path}.retry_wait", f"must be a number of seconds >= 0, got {self.retry_wait!r}")
 
 
 @dataclass(frozen=True)
@@ -325,8 +409,40 @@ class FilmSpec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)
 
 
+def _fold(char: str) -> str:
+    """An accented Latin letter as its ASCII base (é -> e), where dropping the marks loses
+    nothing but the accent; any other letter (ダ, ø, ß, अ) as it is."""
+    decomposed = unicodedata.normalize("NFD", char)
+    if len(decomposed) > 1 and decomposed[0].isascii() and decomposed[0].isalpha() \
+            and all(unicodedata.combining(c) for c in decomposed[1:]):
+        return decomposed[0]
+    return char
+
+
 def slugify(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    """A film's folder name: lower case, letters and digits of any script kept (accented
+    Latin letters folded to ASCII), every run of anything else (spaces, punctuation,
+    symbols, path separators) made one "-", ends trimmed, at most SLUG_MAX_CHARS long.
+
+    ``Yeti Tardigrade`` -> ``yeti-tardigrade``; ``Le Tardigrade Yéti`` -> ``le-tardigrade-yeti``;
+    ``ユキタルディグラダ`` -> ``ユキタルディグラダ``.
+    """
+    text = unicodedata.normalize("NFC", text).lower()
+    out: list[str] = []
+    for char in text:
+        char = _fold(char)
+        kind = unicodedata.category(char)[0]
+        # Marks (M) are kept after a non-ASCII letter: in Devanagari, Thai, ... they are part
+        # of the word; after an ASCII letter they are an accent, folded away.
+        if kind == "M" and out and out[-1] != "-":
+            if not out[-1].isascii():
+                out.append(char)
+        elif kind in "LN":
+            out.append(char)
+        elif out and out[-1] != "-":
+            out.append("-")
+    slug = unicodedata.normalize("NFC", "".join(out)).strip("-")
+    return slug[:SLUG_MAX_CHARS].rstrip("-")
 
 
 def preset_names() -> list[str]:
@@ -338,6 +454,11 @@ def preset_names() -> list[str]:
 
 def load_spec(path: str | Path, preset: str | None = None, overrides: typing.Sequence[str] = ()) -> FilmSpec:
     """Read a film spec file, apply its preset and ``key=value`` overrides, and validate it."""
+    return spec_from_dict(read_spec_file(path), preset=preset, overrides=overrides)
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """A spec file's contents as a mapping, as written (no preset, nothing checked but YAML)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such spec file")
@@ -354,7 +475,7 @@ def load_spec(path: str | Path, preset: str | None = None, overrides: typing.Seq
         data = {}
     if not isinstance(data, dict):
         raise InputError(f"{path}: a film spec is a mapping of keys (title, scenes, ...), got {type(data).__name__}")
-    return spec_from_dict(data, preset=preset, overrides=overrides)
+    return data
 
 
 def spec_from_dict(data: dict[str, Any], preset: str | None = None, overrides: typing.Sequence[str] = ()) -> FilmSpec:

@@ -24,8 +24,13 @@ def default_film(ray_cluster, tmp_path_factory):
     data = tiny_film("Default Cut", scenes=2, duration=1.0, fps=4)
     data["video"] = {"fps": 4}  # the defaults: crossfade, soft subtitles, narration auto
     out = tmp_path_factory.mktemp("films")
+    spec = spec_from_dict(data)
+    # As farm film leaves it: the planned spec saved before rendering, before narration
+    # lengthens its scenes (the same film, not a different one).
+    (out / spec.slug).mkdir()
+    (out / spec.slug / "film.yaml").write_text(spec.to_yaml())
     messages = []
-    result = render_film(spec_from_dict(data), out=out, progress=messages.append)
+    result = render_film(spec, out=out, progress=messages.append)
     return result, messages
 
 

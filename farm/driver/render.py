@@ -97,11 +97,16 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
     # 1. Plan: scenes from the story when needed, prompts checked, jobs derived.
     spec = plan_film(spec)
     exe = find_ffmpeg(spec.video.ffmpeg)
+    if address is None:
+        # The workers will run on this machine: missing weights are known before any starts.
+        from farm.render.weights import preflight
+
+        preflight(spec.models, spec.render.preset)
     # The timeline and the narration: scenes may be lengthened to fit their speech.
     cut = plan_cut(spec, exe, say, film_dir=Path(out) / spec.slug, bridges=True)
-    spec = cut.spec
+    planned, spec = spec, cut.spec
     # 2. Open the film's folder; a different film already there stops us here.
-    store = FilmStore(out, spec)
+    store = FilmStore(out, spec, same_as=(planned,))
     store.open()
     say(f"film {spec.title!r}: {len(spec.scenes)} scenes, {sum(spec.frames_per_scene())} frames -> {store.path}")
     # 3. Render what is missing.

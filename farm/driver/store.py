@@ -37,6 +37,9 @@ def look(spec_dict: dict[str, Any]) -> dict[str, Any]:
     """The part of a resolved spec that decides what the film looks like."""
     out = json.loads(json.dumps(spec_dict))
     out.pop("timeline", None)  # derived from the rest by farm.cutting
+    # The LLM wrote the story and the scenes; once they are in the spec, how it was reached
+    # (server, model, timeouts) does not change a frame.
+    out.pop("llm", None)
     for section, keys in EXECUTION_ONLY.items():
         for key in keys:
             out.get(section, {}).pop(key, None)
@@ -44,9 +47,12 @@ def look(spec_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 class FilmStore:
-    def __init__(self, root: str | Path, spec: FilmSpec) -> None:
+    def __init__(self, root: str | Path, spec: FilmSpec, same_as: tuple[FilmSpec, ...] = ()) -> None:
+        """``same_as``: earlier forms of ``spec`` a folder may hold (the plan before narration
+        lengthened scenes to fit their speech) that are the same film."""
         self.root = Path(root)
         self.spec = spec
+        self.same_as = same_as
         self.path = self.root / spec.slug
         self.manifest_path = self.path / "manifest.json"
         self.manifest: dict[str, Any] = {}
@@ -82,7 +88,7 @@ class FilmStore:
             existing = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise OutputConflictError(f"{spec_file}: cannot be read ({exc}); choose another --out") from exc
-        if not isinstance(existing, dict) or look(existing) != look(self.spec.to_dict()):
+        if not isinstance(existing, dict) or all(look(existing) != look(s.to_dict()) for s in (self.spec, *self.same_as)):
             field = first_difference(existing if isinstance(existing, dict) else {}, self.spec.to_dict())
             raise OutputConflictError(
                 f"{self.path}: already holds a different film (differs at {field}); "

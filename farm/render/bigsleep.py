@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from farm.render.cutouts import cutout_boxes, take_cutouts
+from farm.render.device import prepare_device
 from farm.render.generator import image_of, synthesize, to_uint8
 from farm.render.losses import class_loss, class_vectors, clip_loss, latent_loss
 from farm.render.models import Models
@@ -110,6 +111,7 @@ class BigSleep:
         self.models = models
         self.settings = settings
         device = models.device
+        prepare_device(models, settings)
         prompts = [(prompt, 1.0)] if isinstance(prompt, str) else list(prompt)
         self.rng = torch.Generator(device="cpu").manual_seed(seed)
         # Re-seeding noise has its own stream, so switching it on leaves the cutouts alone.
