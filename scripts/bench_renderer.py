@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from farm.render.bigsleep import BigSleep  # noqa: E402
 from farm.render.generator import synthesize  # noqa: E402
-from farm.render.models import Models, build_biggan, load_models  # noqa: E402
+from farm.render.models import Models, build_biggan, build_tiny_biggan, fold_spectral_norm, load_models  # noqa: E402
 from farm.spec import spec_from_dict  # noqa: E402
 
 PROMPT = "a furry white yeti tardigrade on a glacier"
@@ -170,6 +170,14 @@ class Theirs:
         self.loop.save_image()
 
 
+def reference_models(models: Models, args) -> Models:
+    """The same networks as the library gives them: BigGAN's spectral norm recomputed at every call,
+    as in big-sleep (farm folds it into the weights once, which gives the same images)."""
+    biggan = build_biggan(args.size, channels=128) if args.full else build_tiny_biggan(128)
+    biggan.eval().requires_grad_(False).to(models.device)
+    return dataclasses.replace(models, biggan=biggan)
+
+
 def build_models(args) -> Models:
     device = torch.device(args.device)
     if not args.full:
@@ -181,6 +189,7 @@ def build_models(args) -> Models:
     biggan = build_biggan(args.size, channels=128)
     for module in (clip, biggan):
         module.eval().requires_grad_(False).to(device)
+    fold_spectral_norm(biggan)
     blocks = sum(1 for layer in biggan.generator.layers if layer.__class__.__name__ == "GenBlock")
     return Models(clip=clip, tokenizer=open_clip.get_tokenizer("ViT-B-32"), biggan=biggan, clip_size=224,
                   clip_mean=torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1).to(device),
@@ -226,6 +235,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     models = build_models(args)
+    ref_models = reference_models(models, args)
     results = {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
                "torch": torch.__version__, "device": args.device, "full": args.full,
                "date": time.strftime("%Y-%m-%d"), "runs": []}
@@ -242,9 +252,8 @@ def main() -> None:
                     # The reference runs with torch's defaults (cuDNN may use TF32, matmuls do not).
                     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
                     models.clip.to(memory_format=torch.contiguous_format)
-                    models.biggan.to(memory_format=torch.contiguous_format)
                     models.memory_format = torch.contiguous_format
-                    make = lambda: Theirs(models, cutouts, 1, args.steps_per_frame)  # noqa: E731
+                    make = lambda: Theirs(ref_models, cutouts, 1, args.steps_per_frame)  # noqa: E731
                 else:
                     settings = settings_for(name, cutouts, args.steps_per_frame)
                     make = lambda settings=settings: Ours(models, settings, 1)  # noqa: E731

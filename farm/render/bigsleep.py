@@ -29,6 +29,7 @@ from farm.render.device import prepare_device
 from farm.render.generator import image_of, synthesize, to_uint8
 from farm.render.losses import class_loss, class_vectors, clip_loss, latent_loss
 from farm.render.models import Models
+from farm.errors import SpecError
 from farm.spec import RenderSpec
 
 # big-sleep's initial class logits: sigmoid(-3.9) ~ 0.02, a faint mix of every class.
@@ -173,8 +174,15 @@ class BigSleep:
         passes = self.settings.gradient_accumulation
         totals: dict[str, float] = {}
         for _ in range(passes):
-            terms = self.losses()
-            (terms["loss"] / passes).backward()
+            try:
+                terms = self.losses()
+                (terms["loss"] / passes).backward()
+            except RuntimeError as exc:
+                if self.settings.deterministic and "deterministic" in str(exc):
+                    op = str(exc).strip().splitlines()[0][:200]
+                    raise SpecError("render.deterministic", f"this device has no deterministic version of an "
+                                                           f"operation the render needs ({op}); set it to false") from exc
+                raise
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + value.item() / passes
         self.optimizer.step()

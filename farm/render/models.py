@@ -68,6 +68,7 @@ def load_models(spec: ModelsSpec, size: int, device: torch.device, preset: str =
     blocks = sum(1 for layer in biggan.generator.layers if layer.__class__.__name__ == "GenBlock")
     for module in (clip, biggan):
         module.eval().requires_grad_(False).to(device)
+    fold_spectral_norm(biggan)
     return Models(
         clip=clip,
         # tiny reuses ViT-B-32's tokenizer: the BPE vocabulary CLIP ships with.
@@ -142,6 +143,15 @@ def biggan_layers(size: int) -> list[tuple[bool, int, int]]:
     for a, b in zip(mults, mults[1:]):
         layers += [(False, a, a), (True, a, b)]
     return layers
+
+
+def fold_spectral_norm(model: nn.Module) -> None:
+    """Replace every spectral-normed weight by its value: weight_orig / sigma from the stored
+    power-iteration vectors. That is exactly what an eval-mode forward computes, at every call,
+    for every layer; the weights are frozen, so once is enough."""
+    for module in model.modules():
+        if hasattr(module, "weight_orig"):
+            nn.utils.remove_spectral_norm(module)
 
 
 def build_tiny_biggan(size: int) -> nn.Module:
