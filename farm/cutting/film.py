@@ -8,6 +8,7 @@ by ``farm stitch`` on a film already rendered (stitch.py).
 from __future__ import annotations
 
 import dataclasses
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +202,7 @@ class FilmCutter:
             pictures = self.encoder.submit(self.illustrate)
             audio = self.audio.result() if self.audio is not None else None
             video = self.join_and_check(files, audio)
+            self.film_written_at = time.perf_counter()  # film.mp4 written and checked (benchmarks read it)
             contact, cover = pictures.result()
         finally:
             self.encoder.shutdown(wait=True, cancel_futures=True)
