@@ -98,10 +98,12 @@ def test_staged_biggan_folder_loads_through_the_librarys_loader(tmp_path, spec, 
 
     from farm.errors import ModelError
 
+    from farm.render.models import build_tiny_biggan
+
     folder = tmp_path / "biggan-staged"
     folder.mkdir()
     (folder / "config.json").write_text(models.biggan.config.to_json_string())
-    torch.save(models.biggan.state_dict(), folder / "pytorch_model.bin")
+    torch.save(build_tiny_biggan(128).state_dict(), folder / "pytorch_model.bin")  # the library's own format
     staged_spec = dataclasses.replace(spec.models, biggan=str(folder))
     staged = load_models(staged_spec, 128, torch.device("cpu"))
     for a, b in zip(models.biggan.state_dict().values(), staged.biggan.state_dict().values()):
@@ -250,3 +252,17 @@ def test_morph_bridge_ends_on_the_neighbouring_frames(spec, models):
     assert np.array_equal(bridge[0], last_of_a) and np.array_equal(bridge[-1], first_of_b)
     middle = bridge[2].astype(float)
     assert np.abs(middle - last_of_a).mean() > 1 and np.abs(middle - first_of_b).mean() > 1
+
+
+
+def test_self_attention_is_the_librarys(models):
+    from farm.render.generator import self_attention
+
+    layer = next(l for l in models.biggan.generator.layers if l.__class__.__name__ != "GenBlock")
+    saved = layer.gamma.detach().clone()
+    try:
+        layer.gamma.data.fill_(0.7)  # random tiny weights leave it at 0, which would hide the attention
+        x = torch.randn(2, layer.in_channels, 64, 64, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(self_attention(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+    finally:
+        layer.gamma.data.copy_(saved)

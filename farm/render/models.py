@@ -230,9 +230,25 @@ def biggan_from_files(config_file: Path, weights_file: Path, size: int) -> nn.Mo
     model = BigGAN(config)
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "no detail"
         raise ModelError(f"models.biggan: {weights_file} does not hold the weights of this BigGAN "
-                         f"({type(exc).__name__}: {reason})") from exc
+                         f"(unreadable: {type(exc).__name__}: {reason})") from exc
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        raise ModelError(f"models.biggan: {weights_file} does not hold the weights of this BigGAN ({problem})")
+    model.load_state_dict(state, strict=True)
     return model
+
+
+def state_dict_mismatch(model: nn.Module, state: object) -> str:
+    """What keeps ``state`` from being exactly ``model``'s weights, in a few words; empty if nothing."""
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not a state dict"
+    mine = model.state_dict()
+    missing = [k for k in mine if k not in state]
+    unexpected = [k for k in state if k not in mine]
+    wrong = [k for k in mine if k in state and getattr(state[k], "shape", None) != mine[k].shape]
+    parts = [f"{len(keys)} {what}, e.g. {keys[0]}" for what, keys in
+             (("missing", missing), ("unexpected", unexpected), ("of another shape", wrong)) if keys]
+    return "; ".join(parts)
