@@ -86,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a spec field (repeatable)")
     check.set_defaults(handler=cmd_check)
 
+    stitch = commands.add_parser(
+        "stitch", help="stitch a rendered film again with other video settings",
+        description="Join the frames already rendered in FILM_DIR into film.mp4 again, with other transition, "
+                    "subtitle, narration or encoding settings (--set video.KEY=VALUE). Renders nothing; "
+                    "the frames are only read.")
+    stitch.add_argument("film_dir", metavar="FILM_DIR", help="a film's folder, e.g. out/yeti-tardigrade")
+    stitch.add_argument("--set", dest="overrides", action="append", default=[], metavar="video.KEY=VALUE",
+                        help="override a video setting, e.g. --set video.transition=cut (repeatable)")
+    stitch.add_argument("--quiet", action="store_true", help="print only the film's path")
+    stitch.set_defaults(handler=cmd_stitch)
+
     story = commands.add_parser(
         "story", help="write candidate stories from a seed phrase and save the chosen one as a film spec",
         description="Ask the LLM (llm section; any OpenAI-compatible server) for candidate stories from PHRASE, "
@@ -275,6 +286,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     spec = plan_film(load_spec(args.spec, preset=args.preset, overrides=args.overrides))
     print(spec.to_yaml(), end="")
+    return 0
+
+
+def cmd_stitch(args: argparse.Namespace) -> int:
+    from farm.cutting.stitch import stitch_film
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    result = stitch_film(args.film_dir, args.overrides, progress=None if args.quiet else progress)
+    print(result.video)
     return 0
 
 

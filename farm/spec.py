@@ -135,11 +135,33 @@ class VideoSpec:
     fps: int = 12
     size: int = 256
     """Side of the square frame in pixels; BigGAN makes 128, 256 or 512."""
-    transition: Literal["cut"] = "cut"
-    subtitles: Literal["soft", "none"] = "soft"
-    """soft: an SRT beside the film and a subtitle track inside it; none: no track (the SRT is still written)."""
+    transition: Literal["cut", "crossfade", "morph"] = "crossfade"
+    """How scene k meets scene k+1. crossfade: their ends overlap, blended (the film is shorter);
+    morph: BigGAN bridge frames inserted between them (longer); cut: neither."""
+    transition_seconds: float = 0.5
+    """Length of a crossfade or morph; round(transition_seconds x fps) frames."""
+    subtitles: Literal["soft", "burn", "none"] = "soft"
+    """soft: a subtitle track in the film; burn: drawn into the pictures; none: neither.
+    film.srt and film.vtt are written beside the film in every case."""
+    codec: Literal["h264", "h265"] = "h264"
     crf: int = 18
-    """x264 quality: 0 lossless .. 51 worst."""
+    """Quality: 0 lossless .. 51 worst (x264 and x265 alike)."""
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                    "veryslow"] = "veryfast"
+    """Encoder speed against file size."""
+    pix_fmt: Literal["yuv420p", "yuv444p"] = "yuv420p"
+    """yuv420p plays everywhere; yuv444p keeps full colour resolution."""
+    narration: Literal["none", "auto", "espeak", "openai"] = "auto"
+    """Each scene's narration spoken: espeak (espeak-ng), openai (an OpenAI-compatible
+    text-to-speech server), auto (espeak-ng when installed, else openai when configured, else none)."""
+    voice: str = ""
+    """The engine's voice; empty: espeak "en", openai "alloy"."""
+    speech_model: str = "tts-1"
+    """Text-to-speech model for the openai engine."""
+    speech_base_url: Optional[str] = None
+    """An OpenAI-compatible text-to-speech server; the OpenAI API when empty."""
+    speech_api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the text-to-speech server's key."""
     ffmpeg: Optional[str] = None
     """Path to an ffmpeg binary; default: imageio-ffmpeg's, else ffmpeg on PATH."""
 
@@ -151,6 +173,10 @@ class VideoSpec:
             raise SpecError(f"{path}.size", f"{self.size!r} is not a size BigGAN can make (one of {sizes})")
         if not 0 <= self.crf <= 51:
             raise SpecError(f"{path}.crf", f"must be between 0 and 51, got {self.crf!r}")
+        if not 0 <= self.transition_seconds <= 10:
+            raise SpecError(f"{path}.transition_seconds", f"must be between 0 and 10 seconds, got {self.transition_seconds!r}")
+        if not self.speech_model.strip():
+            raise SpecError(f"{path}.speech_model", "must name a text-to-speech model")
 
 
 @dataclass(frozen=True)
@@ -478,6 +504,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
 
 def spec_from_dict(data: dict[str, Any], preset: str | None = None, overrides: typing.Sequence[str] = ()) -> FilmSpec:
     data = copy.deepcopy(data)
+    data.pop("timeline", None)  # written by farm into a film's film.yaml; derived, never read
     for item in overrides:
         apply_override(data, item)
     if preset is not None:

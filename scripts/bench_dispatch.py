@@ -94,10 +94,6 @@ def render(spec, out: Path, on_event=None) -> dict:
     from farm.driver.film import FilmRun
     from farm.driver.store import FilmStore
 
-    class Run(FilmRun):
-        def queue_segment(self, index: int, reuse: bool = False) -> None:
-            pass
-
     store = FilmStore(out, spec)
     store.open()
     ends, losses, ready, done = [], [], [], [0]
@@ -117,10 +113,9 @@ def render(spec, out: Path, on_event=None) -> dict:
             if loss:
                 losses.append(loss)
 
-    run = Run(spec, store, "ffmpeg", lambda message: None, events)
+    run = FilmRun(spec, store, "ffmpeg", lambda message: None, None, events)  # no cut: frames only
     run.worker_class = SleepWorker
     run.render(None)
-    run.encoder.shutdown()
     return {**full, "last_end": max(ends), "losses": losses, "frames": sum(run.counts)}
 
 

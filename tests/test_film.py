@@ -18,7 +18,7 @@ def test_film_from_a_phrase_in_japanese_then_again_without_llm(tmp_path, monkeyp
     out = tmp_path / "out"
     settings = ["--set", "llm.model=fake", "--set", "llm.retry_wait=0.001", "--set", "video.fps=2",
                 "--set", "render.cutouts=2", "--set", "render.warmup_steps=1", "--set", "render.anchor_steps=2",
-                "--set", "render.workers=1"]
+                "--set", "render.workers=1", "--set", "video.transition=cut", "--set", "video.narration=none"]
     with FakeOpenAI(key=KEY) as server:
         server.script(chat_answer("The first story, not chosen."), chat_answer(STORY))
         monkeypatch.setenv("OPENAI_BASE_URL", server.url)

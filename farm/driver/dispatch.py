@@ -57,10 +57,10 @@ class Dispatcher:
         self.first_frame_at: Optional[float] = None
 
     def wanted(self) -> int:
-        """Jobs that can run side by side now or soon: the workers worth having."""
+        """Jobs that can run side by side now or soon: the workers worth having (one for morph bridges)."""
         if self.spec.render.reseed == "chain":
             return 1
-        return len(self.waiting) + len(self.running)
+        return max(len(self.waiting) + len(self.running), 1 if self.run_.bridges_missing() else 0)
 
     # 1. submit
     def submit_ready(self) -> None:
@@ -119,6 +119,7 @@ class Dispatcher:
                 if batch:
                     self.report_frames(batch)
                 self.heartbeat()
+            self.run_.collect_bridges([*pool.idle, *pool.info, *pool.loading.values()])
             return list(pool.history)
         finally:
             for entry in self.store.manifest["scenes"]:
@@ -163,6 +164,7 @@ class Dispatcher:
         except StopIteration:
             self.running.pop(stream)
             self.pool.idle.append(running.worker)
+            self.run_.request_bridges(running.worker)
         except exceptions.RayTaskError as exc:
             self.running.pop(stream)
             self.pool.idle.append(running.worker)
@@ -189,6 +191,8 @@ class Dispatcher:
             return
         # The stream's last item: the job's final latents.
         self.run_.save_latents(job.key, item["latents"])
+        if job.kind == "scene" and "first_latents" in item:  # where a morph into this scene ends
+            self.run_.save_latents(("first", job.scene), item["first_latents"])
         if job.kind == "scene":
             entry = self.store.scene_entry(job.scene)
             entry.update(state="done", seconds=round(time.perf_counter() - running.start, 3))

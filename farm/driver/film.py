@@ -1,23 +1,25 @@
-"""One film run: what is already rendered, the latents kept between jobs, segments, the stitch."""
+"""One film run: what is already rendered, the latents kept between jobs, morph bridges, the stitch."""
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from farm.cutting.stitch import encode_segment, join_segments, make_srt
+from farm.cutting.film import CutPlan, FilmCutter
+from farm.cutting.layout import BRIDGE_NAME
 from farm.driver.jobs import Job, plan_jobs
-from farm.driver.store import FRAME_NAME, FilmStore
+from farm.driver.store import FilmStore
+from farm.errors import RenderError
 from farm.spec import FilmSpec
 
 
 class FilmRun:
     def __init__(self, spec: FilmSpec, store: FilmStore, exe: str, say: Callable[[str], None],
-                 events: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+                 cut: Optional[CutPlan], events: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+        """``cut``: the film's timeline, for the cutter; None renders frames only (a benchmark)."""
         self.spec = spec
         self.store = store
         self.exe = exe
@@ -26,9 +28,10 @@ class FilmRun:
         self.worker_class: Optional[type] = None  # the render actor; a benchmark may give its own
         self.counts = spec.frames_per_scene()
         self.latents: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-        self.segments: dict[int, Future] = {}
-        self.encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farm-segments")
+        # Encodes each scene's pieces of the film as soon as the scene is complete.
+        self.cutter = FilmCutter(cut, store.path, exe, say) if cut is not None else None
         self.scenes_rendered = 0
+        self.bridge_refs: dict[int, Any] = {}  # morph after scene k -> the worker's answer
         # Jobs whose final latents another job starts from.
         self.starting_points = {job.start_from for job in plan_jobs(spec) if job.start_from}
 
@@ -67,7 +70,14 @@ class FilmRun:
         for index in range(len(self.spec.scenes)):
             if not any(j.kind == "scene" and j.scene == index for j in jobs):
                 self.queue_segment(index, reuse=True)
-        if not jobs:
+        rerendered = {job.scene for job in jobs if job.kind == "scene"}
+        for k in range(len(self.spec.scenes) - 1):
+            if rerendered & {k, k + 1}:  # a bridge is made from its scenes' latents: stale now
+                for path in self.store.scene_dir(k).glob(BRIDGE_NAME.replace("{:05d}", "*")):
+                    self.store.remove(path)
+            elif self.cutter is not None and self.bridge_on_disk(k):
+                self.cutter.bridge_ready(k)
+        if not jobs and not self.bridges_missing():
             self.say("every scene is already rendered")
             return []
         import ray
@@ -80,28 +90,51 @@ class FilmRun:
             if connected:
                 ray.shutdown()
 
-    # --- segments and the stitch ----------------------------------------------------------------
+    # --- morph bridges: asked of a worker once both neighbours are rendered -------------------
+
+    def bridge_on_disk(self, k: int) -> bool:
+        return all((self.store.scene_dir(k) / BRIDGE_NAME.format(i)).is_file() for i in range(self.cutter.timeline.t))
+
+    def bridges_missing(self) -> list[int]:
+        if self.cutter is None or self.cutter.timeline.transition != "morph":
+            return []
+        return [k for k in range(len(self.spec.scenes) - 1) if k not in self.bridge_refs and not self.bridge_on_disk(k)]
+
+    def request_bridges(self, worker: Any) -> None:
+        """Queue on ``worker`` every missing bridge whose two scenes' latents are known."""
+        for k in self.bridges_missing():
+            ends = [("scene", k), ("first", k + 1)]
+            if all(key in self.latents or (self.store.scene_complete(key[1]) and self.load_latents(key)) for key in ends):
+                self.bridge_refs[k] = worker.bridge.remote(self.latents[ends[0]], self.latents[ends[1]],
+                                                           self.cutter.timeline.t, self.spec.render)
+
+    def collect_bridges(self, workers: list[Any]) -> None:
+        import ray
+
+        if self.bridges_missing() and workers:
+            self.request_bridges(workers[0])
+        if self.bridges_missing():
+            raise RenderError(f"the morph after scene {self.bridges_missing()[0] + 1} has no latents to start from; "
+                              "remove that scene's folder to render it again")
+        for k, ref in sorted(self.bridge_refs.items()):
+            for i, png in enumerate(ray.get(ref)):
+                self.store.put(self.store.scene_dir(k) / BRIDGE_NAME.format(i), png)
+            self.cutter.bridge_ready(k)
+        self.bridge_refs.clear()
+
+    # --- the stitch: kept in one place (farm.cutting does the work) ----------------------------
 
     def queue_segment(self, index: int, reuse: bool = False) -> None:
-        segment = self.store.scene_dir(index) / "segment.mp4"
-        if reuse and segment.is_file():
-            self.segments[index] = Future()
-            self.segments[index].set_result(segment)
-            return
-        self.segments[index] = self.encoder.submit(
-            encode_segment, self.store.scene_dir(index), FRAME_NAME.replace("{:05d}", "%05d"),
-            self.counts[index], self.spec.video.fps, self.spec.video.crf, segment, self.exe)
+        if self.cutter is not None:
+            self.cutter.scene_ready(index)
+
+    def close(self) -> None:
+        if self.cutter is not None:
+            self.cutter.close()
 
     def stitch(self) -> Path:
-        srt = self.store.path / "film.srt"
-        self.store.put(srt, make_srt(self.spec).encode())
-        try:
-            segments = [self.segments[i].result() for i in range(len(self.spec.scenes))]
-        finally:
-            self.encoder.shutdown()
-        subtitles = srt if self.spec.video.subtitles == "soft" else None
-        video = join_segments(segments, subtitles, self.store.path / "film.mp4", self.exe)
-        for made in [*segments, video]:  # a remote film store gets what ffmpeg made here
-            self.store.publish(made)
-        self.say(f"film written: {self.store.location}/film.mp4" if self.store.remote else f"film written: {video}")
+        video = self.cutter.finish().video
+        self.store.publish_new()  # a remote film store gets what ffmpeg made here
+        if self.store.remote:
+            self.say(f"film stored: {self.store.location}/film.mp4")
         return video

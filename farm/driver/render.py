@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from farm.cutting.stitch import find_ffmpeg
+from farm.cutting.film import plan_cut
+from farm.cutting.tools import find_ffmpeg
 from farm.driver.cluster import check_reachable, connect  # noqa: F401  (re-exported)
 from farm.driver.film import FilmRun
 from farm.driver.jobs import ANCHOR_PASS, SCENE_PASS, Job, job_arguments, plan_jobs  # noqa: F401
@@ -33,7 +34,7 @@ class FilmResult:
     path: Path  # the film's folder
     video: Path
     subtitles: Path
-    frames: int
+    frames: int  # frames of the film (its timeline)
     scenes_rendered: int  # scenes rendered by this run (the rest were already on disk)
     seconds: float
     workers: list[dict[str, Any]] = field(default_factory=list)  # every worker that was ready in this run
@@ -62,9 +63,15 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
         from farm.render.weights import preflight
 
         preflight(spec.models, spec.render.preset)
+    # The timeline and the narration: scenes may be lengthened to fit their speech.
+    # (A remote film store's copy of the film is pulled first: the narration is kept beside it.)
+    staging = FilmStore(out, spec)
+    staging.pull()
+    cut = plan_cut(spec, exe, say, film_dir=staging.path, bridges=True)
+    planned, spec = spec, cut.spec
     # 2. Open the film's folder; a different film already there stops us here.
-    store = FilmStore(out, spec)
-    store.open(resume=resume, rerender_changed=rerender_changed)
+    store = FilmStore(out, spec, same_as=(planned,))
+    store.open(resume=resume, rerender_changed=rerender_changed, pull=False)
     say(f"film {spec.title!r}: {len(spec.scenes)} scenes, {sum(spec.frames_per_scene())} frames -> {store.location}")
     if store.changed:
         touched = ", ".join(str(i + 1) for i in store.touched) or "none (only the segments are made again)"
@@ -72,13 +79,17 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
     if resume:
         say(f"resuming: {store.summary()}")
     # 3. Render what is missing.
-    run = FilmRun(spec, store, exe, say, events)
+    run = FilmRun(spec, store, exe, say, cut, events)
     run.emit("film", film=spec.slug, path=str(store.path), scenes=len(spec.scenes),
              frames_total=sum(spec.frames_per_scene()),
              frames_done=sum(len(e["hashes"]) for e in store.manifest["scenes"]), changed=store.changed)
-    workers = run.render(address)
+    try:
+        workers = run.render(address)
+    except BaseException:
+        run.close()
+        raise
     # 4. Stitch.
     video = run.stitch()
     return FilmResult(path=store.path, video=video, subtitles=store.path / "film.srt",
-                      frames=sum(spec.frames_per_scene()), scenes_rendered=run.scenes_rendered,
+                      frames=cut.timeline.total, scenes_rendered=run.scenes_rendered,
                       seconds=time.perf_counter() - started, workers=workers, location=store.location)

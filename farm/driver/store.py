@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -34,6 +33,7 @@ import numpy as np
 
 import yaml
 
+from farm.cutting.layout import FRAME_NAME, JOIN_SETTINGS, atomic_write, scene_dir
 from farm.errors import InputError, OutputConflictError
 from farm.spec import FilmSpec
 
@@ -41,28 +41,15 @@ from farm.spec import FilmSpec
 # continued with other values for them.
 EXECUTION_ONLY = {
     "render": {"workers", "cpus_per_worker", "gpus_per_worker", "retries"},
-    "video": {"ffmpeg"},
+    "video": {"ffmpeg", *JOIN_SETTINGS},
     "models": {"cache_dir"},
 }
 EXECUTION_SECTIONS = {"dispatch"}  # whole sections that never change a pixel
-FRAME_NAME = "frame_{:05d}.png"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def look(spec_dict: dict[str, Any]) -> dict[str, Any]:
     """The part of a resolved spec that decides what the film looks like."""
     out = json.loads(json.dumps(spec_dict))
+    out.pop("timeline", None)  # derived from the rest by farm.cutting
     # The LLM wrote the story and the scenes; once they are in the spec, how it was reached
     # (server, model, timeouts) does not change a frame.
     out.pop("llm", None)
@@ -151,7 +138,10 @@ def cache_for(uri: str) -> Path:
 
 
 class FilmStore:
-    def __init__(self, root: str | Path, spec: FilmSpec) -> None:
+    def __init__(self, root: str | Path, spec: FilmSpec, same_as: tuple[FilmSpec, ...] = ()) -> None:
+        """``same_as``: earlier forms of ``spec`` a folder may hold (the plan before narration
+        lengthened scenes to fit their speech) that are the same film."""
+        self.same_as = same_as
         text = str(root)
         self.remote = Remote(text) if "://" in text else None
         self.root = cache_for(text) if self.remote else Path(root)
@@ -160,20 +150,29 @@ class FilmStore:
         self.location = f"{self.remote.uri}/{spec.slug}" if self.remote else str(self.path)
         self.manifest_path = self.path / "manifest.json"
         self.manifest: dict[str, Any] = {}
+        self.sent: set[str] = set()  # files this run wrote through to the remote store
+        self.opened_at = time.time()
         self.changed: list[str] = []  # spec fields that differ from the film on disk (--rerender-changed)
         self.touched: list[int] = []  # scenes those changes made us render again
 
     # --- opening ---------------------------------------------------------------------------
 
-    def open(self, resume: bool = False, rerender_changed: bool = False) -> None:
+    def pull(self) -> None:
+        """A remote store's copy of this film into the local folder (replacing what was there)."""
+        if self.remote:
+            self.remote.pull(self.spec.slug, self.path)
+
+    def open(self, resume: bool = False, rerender_changed: bool = False, pull: bool = True) -> None:
         """Create the film's folder, or reopen one that holds this same film.
 
         A folder holding a different film, or files that are not a film, is left untouched,
         unless ``rerender_changed``: then the scenes the changes touch are rendered again.
-        ``resume`` insists on a film already there.
+        ``resume`` insists on a film already there. ``pull``: a remote store's copy first
+        (False when :meth:`pull` ran already).
         """
-        if self.remote:
-            self.remote.pull(self.spec.slug, self.path)
+        if pull:
+            self.pull()
+        self.opened_at = time.time()  # what ffmpeg makes from now on goes to the remote store
         elif self.root.exists() and not self.root.is_dir():
             raise InputError(f"{self.root}: the output path exists and is not a folder")
         if resume and not (self.path / "film.yaml").is_file():
@@ -212,7 +211,7 @@ class FilmStore:
             existing = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise OutputConflictError(f"{spec_file}: cannot be read ({exc}); choose another --out") from exc
-        if isinstance(existing, dict) and look(existing) == look(self.spec.to_dict()):
+        if isinstance(existing, dict) and any(look(existing) == look(s.to_dict()) for s in (self.spec, *self.same_as)):
             return None
         fields = differences(existing if isinstance(existing, dict) else {}, self.spec.to_dict())
         if not rerender_changed or not isinstance(existing, dict):
@@ -283,11 +282,23 @@ class FilmStore:
         atomic_write(path, data)
         if self.remote:
             self.remote.put(self.relative(path), data)
+            self.sent.add(self.relative(path))
 
     def publish(self, path: Path) -> None:
         """A file made in the local folder (by ffmpeg) goes to the remote store too."""
         if self.remote:
             self.remote.put(self.relative(path), path.read_bytes())
+            self.sent.add(self.relative(path))
+
+    def publish_new(self) -> None:
+        """Every file made in the local folder since it was opened (segments, the film, subtitles,
+        posters) goes to the remote store too."""
+        if not self.remote:
+            return
+        for path in sorted(self.path.rglob("*")):
+            if path.is_file() and not path.name.endswith(".tmp") and path.stat().st_mtime >= self.opened_at \
+                    and self.relative(path) not in self.sent:
+                self.publish(path)
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
@@ -297,7 +308,7 @@ class FilmStore:
     # --- scenes and frames -----------------------------------------------------------------
 
     def scene_dir(self, index: int) -> Path:
-        return self.path / "scenes" / f"{index:03d}"
+        return scene_dir(self.path, index)
 
     def frame_path(self, scene: int, frame: int) -> Path:
         return self.scene_dir(scene) / FRAME_NAME.format(frame)

@@ -284,7 +284,9 @@ def preflight(spec: ModelsSpec, preset: str) -> None:
     for weights in needed(spec):
         if weights.present or weights.kind == "builtin":
             continue
-        if weights.kind in ("file", "folder"):
-            what = "weights file" if weights.kind == "file" else "BigGAN folder"
-            raise ModelError(f"{weights.field}: no {what} at {weights.path}")
+        if weights.kind == "file":
+            raise ModelError(f"{weights.field}: no weights file at {weights.path}")
+        if weights.kind == "folder":
+            raise ModelError(f"{weights.field}: no BigGAN folder at {weights.path} (a folder holding "
+                             f"{' and '.join(BIGGAN_FILES)}, or one of {', '.join(PRETRAINED_BIGGAN)})")
         ensure_reachable(weights, preset)
