@@ -173,7 +173,7 @@ class FilmStore:
         if pull:
             self.pull()
         self.opened_at = time.time()  # what ffmpeg makes from now on goes to the remote store
-        elif self.root.exists() and not self.root.is_dir():
+        if not self.remote and self.root.exists() and not self.root.is_dir():
             raise InputError(f"{self.root}: the output path exists and is not a folder")
         if resume and not (self.path / "film.yaml").is_file():
             raise InputError(f"{self.location}: holds no film to resume (no film.yaml); run without --resume to start it")
