@@ -123,23 +123,29 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def clock(device: torch.device) -> float:
+    """Wall time on a GPU (after a sync); on the CPU this thread's CPU time, which other work on a
+    shared machine does not inflate (torch runs on this thread with one thread)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        return time.perf_counter()
+    return time.thread_time()
+
+
 def time_steps(make, device: torch.device, frames: int, steps_per_frame: int) -> tuple[float, float]:
     """(seconds per step, seconds per frame) after one warm-up frame; a frame is its steps plus its image."""
     runner = make()
     for _ in range(steps_per_frame):  # warm-up: allocator, cudnn autotune, compile
         runner.step_once()
     runner.frame()
-    sync(device)
     step_times, frame_times = [], []
     for _ in range(frames):
-        start = time.perf_counter()
+        start = clock(device)
         for _ in range(steps_per_frame):
             runner.step_once()
-        sync(device)
-        stepped = time.perf_counter()
+        stepped = clock(device)
         runner.frame()
-        sync(device)
-        end = time.perf_counter()
+        end = clock(device)
         step_times.append((stepped - start) / steps_per_frame)
         frame_times.append(end - start)
     return statistics.median(step_times), statistics.median(frame_times)
@@ -187,9 +193,9 @@ def build_models(args) -> Models:
 
     clip = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
     biggan = build_biggan(args.size, channels=128)
+    fold_spectral_norm(biggan.eval())
     for module in (clip, biggan):
         module.eval().requires_grad_(False).to(device)
-    fold_spectral_norm(biggan)
     blocks = sum(1 for layer in biggan.generator.layers if layer.__class__.__name__ == "GenBlock")
     return Models(clip=clip, tokenizer=open_clip.get_tokenizer("ViT-B-32"), biggan=biggan, clip_size=224,
                   clip_mean=torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1).to(device),
@@ -228,7 +234,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=4, help="timed frames per run")
     parser.add_argument("--steps-per-frame", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU times assume 1)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()

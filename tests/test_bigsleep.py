@@ -266,3 +266,9 @@ def test_self_attention_is_the_librarys(models):
         torch.testing.assert_close(self_attention(layer, x), layer(x), atol=1e-5, rtol=1e-5)
     finally:
         layer.gamma.data.copy_(saved)
+
+
+def test_loaded_models_are_frozen(models):
+    # Only the latents are optimised: no weight of CLIP or BigGAN may ask for a gradient.
+    assert not any(p.requires_grad for p in models.clip.parameters())
+    assert not any(p.requires_grad for p in models.biggan.parameters())

@@ -66,9 +66,9 @@ def load_models(spec: ModelsSpec, size: int, device: torch.device, preset: str =
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     blocks = sum(1 for layer in biggan.generator.layers if layer.__class__.__name__ == "GenBlock")
+    fold_spectral_norm(biggan.eval())
     for module in (clip, biggan):
         module.eval().requires_grad_(False).to(device)
-    fold_spectral_norm(biggan)
     return Models(
         clip=clip,
         # tiny reuses ViT-B-32's tokenizer: the BPE vocabulary CLIP ships with.
@@ -151,7 +151,9 @@ def fold_spectral_norm(model: nn.Module) -> None:
     for every layer; the weights are frozen, so once is enough."""
     for module in model.modules():
         if hasattr(module, "weight_orig"):
+            trainable = module.weight_orig.requires_grad
             nn.utils.remove_spectral_norm(module)
+            module.weight.requires_grad_(trainable)  # a new Parameter: keep the frozen frozen
 
 
 def build_tiny_biggan(size: int) -> nn.Module:
