@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from farm.driver.jobs import Job, job_arguments
 from farm.driver.pool import WorkerPool
-from farm.errors import RenderError
+from farm.errors import FarmError, RenderError
 
 if TYPE_CHECKING:
     from farm.driver.film import FilmRun
@@ -225,6 +225,9 @@ class Dispatcher:
         """The job's own code raised: spend one retry, or give up on the film."""
         job = running.job
         cause = getattr(exc, "cause", None) or exc
+        if isinstance(cause, FarmError) and not isinstance(cause, RenderError):
+            # The user's to fix (a setting this device cannot honour): no retry would help.
+            raise cause from None
         message = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
         entry = self.store.scene_entry(job.scene)
         entry["failures"].append(f"{job.kind}: {message}")
