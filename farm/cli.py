@@ -7,6 +7,7 @@ that failed after its retries, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -28,12 +29,53 @@ def build_parser() -> argparse.ArgumentParser:
                     "Scenes already rendered into the same folder are kept, not rendered again.")
     render.add_argument("spec", metavar="FILM.yaml", help="the film spec")
     render.add_argument("--preset", help="named defaults: tiny (CPU, random weights), draft, final")
-    render.add_argument("--out", default="out", help="folder the film's folder goes in (default: out)")
+    render.add_argument("--out", default="out",
+                        help="folder the film's folder goes in (default: out), or a film store URI "
+                             "(s3://bucket/films, gs://..., file:///shared/films)")
     render.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a spec field, e.g. --set render.cutouts=16 (repeatable)")
     render.add_argument("--address", help="join this Ray cluster (default: start a local one)")
     render.add_argument("--quiet", action="store_true", help="print only the film's path")
+    # issue 9: resume, progress
+    render.add_argument("--resume", action="store_true",
+                        help="continue the film already in --out (say what is done and part-done); "
+                             "refuse a folder holding no film")
+    render.add_argument("--rerender-changed", action="store_true",
+                        help="accept a spec that differs from the film in --out: render again the scenes "
+                             "the changes touch (every changed field is listed)")
+    render.add_argument("--progress", choices=["auto", "bar", "plain", "json"], default="auto",
+                        help="auto: a live bar in a terminal, plain lines otherwise; json: JSON lines on stdout")
     render.set_defaults(handler=cmd_render)
+
+    # --- Ray Jobs (issue 9) -------------------------------------------------------------------
+    dashboard = dict(default=os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265"),
+                     help="the Ray dashboard's job server (default: $RAY_API_SERVER_ADDRESS, else "
+                          "http://127.0.0.1:8265; reach a remote one through an ssh tunnel)")
+    submit = commands.add_parser(
+        "submit", help="render a film on a Ray cluster as a Ray Job",
+        description="Resolve FILM.yaml here and submit a Ray Job that renders it on the cluster "
+                    "(farm render --address auto there). Prints the job id.")
+    submit.add_argument("spec", metavar="FILM.yaml", help="the film spec")
+    submit.add_argument("--address", **dashboard)
+    submit.add_argument("--preset", help="named defaults: tiny, draft, final")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a spec field (repeatable)")
+    submit.add_argument("--out", default="~/farm-films",
+                        help="the film store on the cluster's head node (default: ~/farm-films)")
+    submit.set_defaults(handler=cmd_submit)
+    status = commands.add_parser("status", help="the status of a farm job, or of every farm job")
+    status.add_argument("job", nargs="?", metavar="JOB", help="a job id from farm submit")
+    status.add_argument("--address", **dashboard)
+    status.set_defaults(handler=cmd_status)
+    logs = commands.add_parser("logs", help="a farm job's output")
+    logs.add_argument("job", metavar="JOB", help="a job id from farm submit")
+    logs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    logs.add_argument("--address", **dashboard)
+    logs.set_defaults(handler=cmd_logs)
+    stop = commands.add_parser("stop", help="stop a farm job (what it rendered is kept)")
+    stop.add_argument("job", metavar="JOB", help="a job id from farm submit")
+    stop.add_argument("--address", **dashboard)
+    stop.set_defaults(handler=cmd_stop)
 
     check = commands.add_parser(
         "check", help="validate a film spec and print it resolved",
@@ -43,22 +85,198 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a spec field (repeatable)")
     check.set_defaults(handler=cmd_check)
+
+    stitch = commands.add_parser(
+        "stitch", help="stitch a rendered film again with other video settings",
+        description="Join the frames already rendered in FILM_DIR into film.mp4 again, with other transition, "
+                    "subtitle, narration or encoding settings (--set video.KEY=VALUE). Renders nothing; "
+                    "the frames are only read.")
+    stitch.add_argument("film_dir", metavar="FILM_DIR", help="a film's folder, e.g. out/yeti-tardigrade")
+    stitch.add_argument("--set", dest="overrides", action="append", default=[], metavar="video.KEY=VALUE",
+                        help="override a video setting, e.g. --set video.transition=cut (repeatable)")
+    stitch.add_argument("--quiet", action="store_true", help="print only the film's path")
+    stitch.set_defaults(handler=cmd_stitch)
+
+    story = commands.add_parser(
+        "story", help="write candidate stories from a seed phrase and save the chosen one as a film spec",
+        description="Ask the LLM (llm section; any OpenAI-compatible server) for candidate stories from PHRASE, "
+                    "save each in FILM.candidates/, show them, and write the chosen one into FILM.yaml.")
+    story.add_argument("phrase", metavar="PHRASE", help='the seed phrase, e.g. "Yeti Tardigrade"')
+    story.add_argument("--candidates", type=int, metavar="N", help="stories to write (default: llm.candidates)")
+    story.add_argument("--pick", type=int, metavar="K",
+                       help="choose candidate K (a saved one if there is one) instead of being asked")
+    story.add_argument("--new", action="store_true", help="write new candidates even when some are saved")
+    story.add_argument("--out", metavar="FILM.yaml", help="the film spec to write (default: <film>.yaml)")
+    story.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="a spec field for the new film, e.g. --set llm.model=llama3.1 (repeatable)")
+    story.set_defaults(handler=cmd_story)
+
+    plan = commands.add_parser(
+        "plan", help="split a film spec's story into scenes (LLM, or offline)",
+        description="Split story.text of FILM.yaml into scenes (narration, CLIP prompt, duration) and write them "
+                    "into FILM.yaml, or into --out.")
+    plan.add_argument("spec", metavar="FILM.yaml", help="the film spec holding story.text")
+    plan.add_argument("--out", metavar="PLANNED.yaml", help="write here instead of changing FILM.yaml")
+    plan.add_argument("--force", action="store_true", help="plan again when the spec already has scenes")
+    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a spec field, kept in the written file (repeatable)")
+    plan.set_defaults(handler=cmd_plan)
+
+    film = commands.add_parser(
+        "film", help="seed phrase -> story -> scenes -> film.mp4, in one command",
+        description="Write stories from PHRASE, choose one, plan its scenes, save them in out/<film>/film.yaml, "
+                    "render and stitch. Run again to continue the same film without the LLM.")
+    film.add_argument("phrase", metavar="PHRASE", help='the seed phrase, e.g. "Yeti Tardigrade"')
+    film.add_argument("--preset", help="named defaults: tiny (CPU, random weights), draft, final")
+    film.add_argument("--pick", type=int, metavar="K", help="choose story K instead of being asked")
+    film.add_argument("--candidates", type=int, metavar="N", help="stories to write (default: llm.candidates)")
+    film.add_argument("--new", action="store_true", help="write new candidates even when some are saved")
+    film.add_argument("--out", default="out", help="folder the film's folder goes in (default: out)")
+    film.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a spec field, e.g. --set video.fps=8 (repeatable)")
+    film.add_argument("--address", help="join this Ray cluster (default: start a local one)")
+    film.add_argument("--quiet", action="store_true", help="print only the film's path")
+    film.set_defaults(handler=cmd_film)
+
+    weights = commands.add_parser(
+        "weights", help="fetch or check the pretrained weights a preset or film needs",
+        description="Pretrained CLIP and BigGAN weights: `fetch` downloads them (where there is internet) into "
+                    "the libraries' caches, or into a folder to stage on offline machines; `check` says what "
+                    "is present and where, without the network.")
+    actions = weights.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in (("fetch", "download the weights (into the caches, or --to DIR)"),
+                       ("check", "say which weights are on this machine and where (no network)")):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("spec", nargs="?", metavar="FILM.yaml", help="the film spec (default: the preset alone)")
+        action.add_argument("--preset", help="named defaults: draft (default), final, tiny")
+        action.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a spec field, e.g. --set models.cache_dir=/weights (repeatable)")
+        if name == "fetch":
+            action.add_argument("--to", metavar="DIR", help="also copy the weights here, ready to stage")
+        action.set_defaults(handler=cmd_weights)
     return parser
 
 
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _terminal_ask():
+    """A prompt on the terminal, or None when there is none to ask at (never prompt without one)."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return None
+
+    def ask(question: str) -> str:
+        print(question, end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line
+
+    return ask
+
+
+def cmd_story(args: argparse.Namespace) -> int:
+    from farm.writing.steps import write_story
+
+    path = write_story(args.phrase, out=args.out, candidates=args.candidates, pick=args.pick,
+                       overrides=args.overrides, ask=_terminal_ask(), say=_say, new=args.new)
+    print(path)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from farm.writing.steps import plan_file
+
+    print(plan_file(args.spec, out=args.out, overrides=args.overrides, force=args.force, say=_say))
+    return 0
+
+
+def cmd_film(args: argparse.Namespace) -> int:
+    from farm.film import make_film
+
+    say = (lambda message: None) if args.quiet else _say
+    ask = _terminal_ask()
+    # Candidates are shown even with --quiet when the user is to choose among them.
+    result = make_film(args.phrase, out=args.out, preset=args.preset, pick=args.pick, candidates=args.candidates,
+                       overrides=args.overrides, address=args.address, ask=ask, say=say, new=args.new,
+                       show_to=_say if ask and args.pick is None else say)
+    say(f"{result.frames} frames, {result.scenes_rendered} scene(s) rendered in {result.seconds:.1f}s")
+    print(result.video)
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
+    from farm.driver.progress import reporter
     from farm.driver.render import render_film
     from farm.spec import load_spec
 
     spec = load_spec(args.spec, preset=args.preset, overrides=args.overrides)
+    report = reporter(args.progress, quiet=args.quiet)
+    try:
+        result = render_film(spec, out=args.out, address=args.address,
+                             progress=report.message if report else None,
+                             events=report.event if report else None,
+                             resume=args.resume, rerender_changed=args.rerender_changed)
+    finally:
+        if report:
+            report.close()
+    video = f"{result.location}/film.mp4" if "://" in result.location else str(result.video)
+    if report and args.progress == "json":
+        report.event({"event": "done", "video": video, "frames": result.frames,
+                      "scenes_rendered": result.scenes_rendered, "seconds": round(result.seconds, 3)})
+        return 0
+    if report:
+        report.message(f"{result.frames} frames, {result.scenes_rendered} scene(s) rendered in {result.seconds:.1f}s")
+    print(video)
+    return 0
 
-    def progress(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
 
-    result = render_film(spec, out=args.out, address=args.address, progress=None if args.quiet else progress)
-    if not args.quiet:
-        progress(f"{result.frames} frames, {result.scenes_rendered} scene(s) rendered in {result.seconds:.1f}s")
-    print(result.video)
+def cmd_submit(args: argparse.Namespace) -> int:
+    from farm.driver.submit import submit
+    from farm.spec import load_spec
+
+    spec = load_spec(args.spec, preset=args.preset, overrides=args.overrides)
+    print(submit(spec, args.address, out=args.out))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from farm.driver.submit import status
+
+    for job in status(args.address, args.job):
+        print(f"{job['job']}  {job['status']:<9}  {job['film']}  {job['message']}".rstrip())
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from farm.driver.submit import logs
+
+    for text in logs(args.address, args.job, follow=args.follow):
+        print(text, end="", flush=True)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from farm.driver.submit import stop
+
+    print(stop(args.address, args.job))
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from farm.render import weights
+
+    models, preset = weights.spec_models(args.spec, args.preset, args.overrides)
+    if args.action == "check":
+        lines, complete = weights.report(models)
+        print("\n".join(lines))
+        return 0 if complete else 1
+    for item, path in weights.fetch(models, preset, Path(args.to) if args.to else None):
+        if item.kind != "builtin":
+            print(f"{item.field}: {path}")
     return 0
 
 
@@ -68,6 +286,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     spec = plan_film(load_spec(args.spec, preset=args.preset, overrides=args.overrides))
     print(spec.to_yaml(), end="")
+    return 0
+
+
+def cmd_stitch(args: argparse.Namespace) -> int:
+    from farm.cutting.stitch import stitch_film
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    result = stitch_film(args.film_dir, args.overrides, progress=None if args.quiet else progress)
+    print(result.video)
     return 0
 
 

@@ -6,7 +6,9 @@
     │   └── OutputConflictError   the output folder already holds a different film
     ├── ModelError            model weights cannot be loaded (names the model and where it looked)
     ├── ClusterError          no Ray cluster could be started or joined (names the address)
-    ├── StitchError           ffmpeg failed or cannot be found
+    ├── StitchError           ffmpeg failed or cannot be found, or made a wrong file
+    ├── NarrationError        a text-to-speech engine is missing or failed (names the engine)
+    ├── LLMError              the language model's server failed, refused, or answered unusably
     └── RenderError           a scene failed after all its retries (names the scene)
 
 Anything else escaping farm is a bug and keeps its traceback.
@@ -47,6 +49,14 @@ class ClusterError(FarmError):
 
 class StitchError(FarmError):
     """ffmpeg could not be found or failed to encode."""
+
+
+class NarrationError(FarmError):
+    """A narration engine is missing or failed to speak a scene."""
+
+
+class LLMError(FarmError):
+    """The LLM server could not be reached, refused the request, or gave an answer farm cannot use."""
 
 
 class RenderError(FarmError):

@@ -16,6 +16,7 @@ import dataclasses
 import math
 import re
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -31,6 +32,13 @@ PRETRAINED_BIGGAN = {f"biggan-deep-{s}": s for s in GENERATOR_SIZES}
 # Reading speed used when a scene gives no duration: words per second of narration.
 READING_WORDS_PER_SECOND = 2.5
 MIN_SCENE_SECONDS = 2.0
+# A planned scene lasts its reading time, but never longer than this: a long narration is
+# read faster rather than holding one picture on screen for ages.
+MAX_SCENE_SECONDS = 12.0
+# Scripts written without spaces between words: this many characters count as one word
+# when the reading time is worked out (about 7.5 characters a second).
+CHARACTERS_PER_WORD = 3
+SLUG_MAX_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -38,10 +46,14 @@ class StorySpec:
     phrase: str = ""
     """The seed phrase a story is written from ("Yeti Tardigrade")."""
     text: str = ""
-    """The story itself; when scenes are not given, it is split into scenes offline."""
+    """The story itself; when scenes are not given, it is planned into scenes (LLM or offline)."""
+    candidate: Optional[int] = None
+    """Which of the written candidates (1-based) the text is; empty when the text was not written by farm."""
 
     def validate(self, path: str) -> None:
-        pass  # either field may be empty; FilmSpec checks that a film has something to show
+        # either text field may be empty; FilmSpec checks that a film has something to show
+        if self.candidate is not None and self.candidate < 1:
+            raise SpecError(f"{path}.candidate", f"must be at least 1, got {self.candidate!r}")
 
 
 @dataclass(frozen=True)
@@ -90,8 +102,32 @@ class SceneSpec:
         """The scene's length: the given duration, or the narration's reading time."""
         if self.duration is not None:
             return float(self.duration)
-        words = len(self.narration.split())
-        return max(MIN_SCENE_SECONDS, round(words / READING_WORDS_PER_SECOND, 1))
+        return reading_seconds(self.narration)
+
+
+def _unspaced(char: str) -> bool:
+    """A letter of a script written without spaces between words (CJK, kana, Thai, ...)."""
+    # Korean puts spaces between words, so Hangul is not among these.
+    return unicodedata.name(char, "").startswith(
+        ("CJK", "HIRAGANA", "KATAKANA", "HALFWIDTH KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN"))
+
+
+def reading_words(text: str) -> float:
+    """Words to read: whitespace-separated pieces, where CHARACTERS_PER_WORD letters of a
+    script written without spaces (Japanese, Chinese, Thai, ...) count as one word."""
+    words = 0.0
+    for piece in text.split():
+        unspaced = sum(1 for c in piece if _unspaced(c))
+        rest = any(c.isalnum() and not _unspaced(c) for c in piece)
+        words += unspaced / CHARACTERS_PER_WORD + (1 if rest or not unspaced else 0)
+    return words
+
+
+def reading_seconds(text: str) -> float:
+    """Seconds on screen for a narration: its reading time at READING_WORDS_PER_SECOND,
+    rounded to 0.1 s, between MIN_SCENE_SECONDS and MAX_SCENE_SECONDS."""
+    seconds = round(reading_words(text) / READING_WORDS_PER_SECOND, 1)
+    return min(MAX_SCENE_SECONDS, max(MIN_SCENE_SECONDS, seconds))
 
 
 @dataclass(frozen=True)
@@ -99,11 +135,33 @@ class VideoSpec:
     fps: int = 12
     size: int = 256
     """Side of the square frame in pixels; BigGAN makes 128, 256 or 512."""
-    transition: Literal["cut"] = "cut"
-    subtitles: Literal["soft", "none"] = "soft"
-    """soft: an SRT beside the film and a subtitle track inside it; none: no track (the SRT is still written)."""
+    transition: Literal["cut", "crossfade", "morph"] = "crossfade"
+    """How scene k meets scene k+1. crossfade: their ends overlap, blended (the film is shorter);
+    morph: BigGAN bridge frames inserted between them (longer); cut: neither."""
+    transition_seconds: float = 0.5
+    """Length of a crossfade or morph; round(transition_seconds x fps) frames."""
+    subtitles: Literal["soft", "burn", "none"] = "soft"
+    """soft: a subtitle track in the film; burn: drawn into the pictures; none: neither.
+    film.srt and film.vtt are written beside the film in every case."""
+    codec: Literal["h264", "h265"] = "h264"
     crf: int = 18
-    """x264 quality: 0 lossless .. 51 worst."""
+    """Quality: 0 lossless .. 51 worst (x264 and x265 alike)."""
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                    "veryslow"] = "veryfast"
+    """Encoder speed against file size."""
+    pix_fmt: Literal["yuv420p", "yuv444p"] = "yuv420p"
+    """yuv420p plays everywhere; yuv444p keeps full colour resolution."""
+    narration: Literal["none", "auto", "espeak", "openai"] = "auto"
+    """Each scene's narration spoken: espeak (espeak-ng), openai (an OpenAI-compatible
+    text-to-speech server), auto (espeak-ng when installed, else openai when configured, else none)."""
+    voice: str = ""
+    """The engine's voice; empty: espeak "en", openai "alloy"."""
+    speech_model: str = "tts-1"
+    """Text-to-speech model for the openai engine."""
+    speech_base_url: Optional[str] = None
+    """An OpenAI-compatible text-to-speech server; the OpenAI API when empty."""
+    speech_api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the text-to-speech server's key."""
     ffmpeg: Optional[str] = None
     """Path to an ffmpeg binary; default: imageio-ffmpeg's, else ffmpeg on PATH."""
 
@@ -115,6 +173,10 @@ class VideoSpec:
             raise SpecError(f"{path}.size", f"{self.size!r} is not a size BigGAN can make (one of {sizes})")
         if not 0 <= self.crf <= 51:
             raise SpecError(f"{path}.crf", f"must be between 0 and 51, got {self.crf!r}")
+        if not 0 <= self.transition_seconds <= 10:
+            raise SpecError(f"{path}.transition_seconds", f"must be between 0 and 10 seconds, got {self.transition_seconds!r}")
+        if not self.speech_model.strip():
+            raise SpecError(f"{path}.speech_model", "must name a text-to-speech model")
 
 
 @dataclass(frozen=True)
@@ -247,19 +309,90 @@ class ModelsSpec:
 @dataclass(frozen=True)
 class LLMSpec:
     base_url: Optional[str] = None
-    """Any OpenAI-compatible server; the OpenAI API when empty."""
+    """Any OpenAI-compatible server (ending in /v1); when empty, $OPENAI_BASE_URL, else the OpenAI API."""
     model: str = "gpt-4o-mini"
     api_key_env: str = "OPENAI_API_KEY"
     """The environment variable holding the API key (the key itself never goes in a spec)."""
     endpoint: Literal["chat", "completions"] = "chat"
+    """chat: chat completions; completions: the legacy endpoint, for base and instruct models
+    (the seed phrase is completed, as the seed film's GPT-3 did)."""
     candidates: int = 3
+    """Stories written per seed phrase, one of which is chosen."""
+    story_words: int = 250
+    """Most words a story is asked to have (chat; a base model writes until it stops)."""
     temperature: float = 0.9
+    """Sampling temperature of the stories (the plan is asked for at a quarter of it)."""
+    max_tokens: int = 1500
+    """Most tokens one answer may hold; an answer cut off there is an error."""
+    seed: Optional[int] = None
+    """Sampling seed sent to the server (candidate k gets seed + k - 1); servers may ignore it."""
+    language: str = ""
+    """The language stories and narration are written in; empty: the seed phrase's language."""
+    structured: Literal["json_schema", "json_object", "none"] = "json_schema"
+    """How the plan asks for JSON: a JSON schema, any JSON object, or plain text read tolerantly.
+    A server that refuses the JSON modes is asked again in plain text."""
+    planner: Literal["auto", "llm", "offline"] = "auto"
+    """Who splits a story into scenes. auto: the LLM when one is configured (a base URL or an
+    API key in the environment), the offline splitter otherwise."""
+    chunk_words: int = 600
+    """Long stories are planned this many words at a time, each chunk told the scenes before it."""
+    timeout: float = 120.0
+    """Seconds one request may take."""
+    retries: int = 3
+    """Extra attempts after a rate limit (429), a server error (5xx), a timeout or an unusable answer."""
+    retry_wait: float = 1.0
+    """Seconds before the first retry, doubled each time, unless the server says (Retry-After)."""
+    max_retry_wait: float = 60.0
+    """A server asking to wait longer than this is not waited for."""
 
     def validate(self, path: str) -> None:
-        if self.candidates < 1:
-            raise SpecError(f"{path}.candidates", f"must be at least 1, got {self.candidates!r}")
+        if not self.model.strip():
+            raise SpecError(f"{path}.model", "must name a model")
+        if not self.api_key_env.strip() or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+            raise SpecError(f"{path}.api_key_env", f"must be the name of an environment variable, got {self.api_key_env!r}")
+        if self.base_url is not None and self.base_url.strip() and not re.match(r"https?://", self.base_url.strip()):
+            raise SpecError(f"{path}.base_url", f"must start with http:// or https://, got {self.base_url!r}")
+        positive_ints = {"candidates": self.candidates, "story_words": self.story_words,
+                         "max_tokens": self.max_tokens, "chunk_words": self.chunk_words}
+        for name, value in positive_ints.items():
+            if value < 1:
+                raise SpecError(f"{path}.{name}", f"must be at least 1, got {value!r}")
+        if self.candidates > 20:
+            raise SpecError(f"{path}.candidates", f"must be at most 20, got {self.candidates!r}")
         if not 0 <= self.temperature <= 2:
             raise SpecError(f"{path}.temperature", f"must be in [0, 2], got {self.temperature!r}")
+        if self.seed is not None and self.seed < 0:
+            raise SpecError(f"{path}.seed", f"must not be negative, got {self.seed!r}")
+        if self.retries < 0:
+            raise SpecError(f"{path}.retries", f"must not be negative, got {self.retries!r}")
+        for name, value in {"timeout": self.timeout, "max_retry_wait": self.max_retry_wait}.items():
+            if not (value > 0 and math.isfinite(value)):
+                raise SpecError(f"{path}.{name}", f"must be a positive number of seconds, got {value!r}")
+        if not (self.retry_wait >= 0 and math.isfinite(self.retry_wait)):
+            raise SpecError(f"{path}.retry_wait", f"must be a number of seconds >= 0, got {self.retry_wait!r}")
+
+
+# --- dispatch: how the farm runs a film (issue 9). None of these change a single pixel. ---------
+
+
+@dataclass(frozen=True)
+class DispatchSpec:
+    state_every: int = 1
+    """Frames between two renderer states sent back with a frame (latents, EMA, Adam moments,
+    RNG states). A scene lost mid-way resumes from its last state on another worker, so with
+    1 no frame already on disk is rendered again. 0: no states (a lost scene starts over)."""
+    bad_node_failures: int = 3
+    """Worker deaths or scene failures on one node after which that node gets no new workers
+    for this film (the manifest lists it with the reason)."""
+    in_flight: int = 8
+    """Frames a worker may have sent that the driver has not taken yet (stream back-pressure)."""
+
+    def validate(self, path: str) -> None:
+        if self.state_every < 0:
+            raise SpecError(f"{path}.state_every", f"must not be negative, got {self.state_every!r}")
+        for name in ("bad_node_failures", "in_flight"):
+            if getattr(self, name) < 1:
+                raise SpecError(f"{path}.{name}", f"must be at least 1, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -272,6 +405,7 @@ class FilmSpec:
     render: RenderSpec = field(default_factory=RenderSpec)
     models: ModelsSpec = field(default_factory=ModelsSpec)
     llm: LLMSpec = field(default_factory=LLMSpec)
+    dispatch: DispatchSpec = field(default_factory=DispatchSpec)  # issue 9: how the farm runs it
 
     def validate(self, path: str = "") -> None:
         if not self.title.strip() or not slugify(self.title):
@@ -299,8 +433,40 @@ class FilmSpec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)
 
 
+def _fold(char: str) -> str:
+    """An accented Latin letter as its ASCII base (é -> e), where dropping the marks loses
+    nothing but the accent; any other letter (ダ, ø, ß, अ) as it is."""
+    decomposed = unicodedata.normalize("NFD", char)
+    if len(decomposed) > 1 and decomposed[0].isascii() and decomposed[0].isalpha() \
+            and all(unicodedata.combining(c) for c in decomposed[1:]):
+        return decomposed[0]
+    return char
+
+
 def slugify(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    """A film's folder name: lower case, letters and digits of any script kept (accented
+    Latin letters folded to ASCII), every run of anything else (spaces, punctuation,
+    symbols, path separators) made one "-", ends trimmed, at most SLUG_MAX_CHARS long.
+
+    ``Yeti Tardigrade`` -> ``yeti-tardigrade``; ``Le Tardigrade Yéti`` -> ``le-tardigrade-yeti``;
+    ``ユキタルディグラダ`` -> ``ユキタルディグラダ``.
+    """
+    text = unicodedata.normalize("NFC", text).lower()
+    out: list[str] = []
+    for char in text:
+        char = _fold(char)
+        kind = unicodedata.category(char)[0]
+        # Marks (M) are kept after a non-ASCII letter: in Devanagari, Thai, ... they are part
+        # of the word; after an ASCII letter they are an accent, folded away.
+        if kind == "M" and out and out[-1] != "-":
+            if not out[-1].isascii():
+                out.append(char)
+        elif kind in "LN":
+            out.append(char)
+        elif out and out[-1] != "-":
+            out.append("-")
+    slug = unicodedata.normalize("NFC", "".join(out)).strip("-")
+    return slug[:SLUG_MAX_CHARS].rstrip("-")
 
 
 def preset_names() -> list[str]:
@@ -312,6 +478,11 @@ def preset_names() -> list[str]:
 
 def load_spec(path: str | Path, preset: str | None = None, overrides: typing.Sequence[str] = ()) -> FilmSpec:
     """Read a film spec file, apply its preset and ``key=value`` overrides, and validate it."""
+    return spec_from_dict(read_spec_file(path), preset=preset, overrides=overrides)
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """A spec file's contents as a mapping, as written (no preset, nothing checked but YAML)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such spec file")
@@ -328,11 +499,12 @@ def load_spec(path: str | Path, preset: str | None = None, overrides: typing.Seq
         data = {}
     if not isinstance(data, dict):
         raise InputError(f"{path}: a film spec is a mapping of keys (title, scenes, ...), got {type(data).__name__}")
-    return spec_from_dict(data, preset=preset, overrides=overrides)
+    return data
 
 
 def spec_from_dict(data: dict[str, Any], preset: str | None = None, overrides: typing.Sequence[str] = ()) -> FilmSpec:
     data = copy.deepcopy(data)
+    data.pop("timeline", None)  # written by farm into a film's film.yaml; derived, never read
     for item in overrides:
         apply_override(data, item)
     if preset is not None:

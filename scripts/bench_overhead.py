@@ -3,7 +3,7 @@
 
   farm      : `farm render` (a local Ray cluster, render actors, frames streamed to the driver)
   plain loop: the same renderer steps in one process: load models, render each scene, write the
-              PNG frames, encode the segments and join the film with the same ffmpeg calls
+              PNG frames, and stitch the film with the same cutting code (farm.cutting.FilmCutter)
 
 Two pairings, each run in alternation (REPEATS times) so both sides see the same machine noise:
   same resources: farm with one worker of one CPU   vs  the plain loop on one torch thread
@@ -40,7 +40,9 @@ def plain_loop(spec, out: Path, threads: int) -> dict[str, float]:
     """
     import torch
 
-    from farm.cutting.stitch import encode_segment, find_ffmpeg, join_segments, make_srt
+    from farm.cutting.film import FilmCutter, plan_cut
+    from farm.cutting.layout import scene_dir
+    from farm.cutting.tools import find_ffmpeg
     from farm.driver.render import job_arguments, plan_jobs
     from farm.render.bigsleep import render_scene_with_state
     from farm.render.models import load_models
@@ -52,22 +54,22 @@ def plain_loop(spec, out: Path, threads: int) -> dict[str, float]:
     models = load_models(spec.models, spec.video.size, torch.device("cpu"))
     loaded = time.perf_counter()
     exe = find_ffmpeg(spec.video.ffmpeg)
+    cut = plan_cut(spec, exe, lambda message: None, film_dir=out)
+    spec = cut.spec
+    cutter = FilmCutter(cut, out, exe, lambda message: None)
     counts = spec.frames_per_scene()
-    latents, segments = {}, {}
+    latents = {}
     for job in plan_jobs(spec):
         settings, prompt, seed, frames = job_arguments(spec, job, counts)
         sleeper, frame_iter = render_scene_with_state(models, settings, prompt, seed, frames, latents.get(job.start_from))
-        folder = out / f"{job.scene:03d}"
+        folder = scene_dir(out, job.scene)
         folder.mkdir(parents=True, exist_ok=True)
         for frame in frame_iter:
             (folder / f"frame_{frame.index:05d}.png").write_bytes(frame.png())
-        latents[job.key] = sleeper.ema
+        latents[job.key] = sleeper.ema.average
         if job.kind == "scene":
-            segments[job.scene] = encode_segment(folder, "frame_%05d.png", frames, spec.video.fps, spec.video.crf,
-                                                 folder / "segment.mp4", exe)
-    srt = out / "film.srt"
-    srt.write_text(make_srt(spec))
-    join_segments([segments[i] for i in range(len(spec.scenes))], srt, out / "film.mp4", exe)
+            cutter.scene_ready(job.scene)
+    cutter.finish()
     end = time.perf_counter()
     return {"total": end - start, "startup": loaded - start}
 

@@ -14,8 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "yeti_tardigrade.yaml"
 
 
-def tiny_film(title: str = "Tiny Test Film", scenes: int = 3, duration: float = 1.0, fps: int = 4, **render) -> dict:
-    """A film spec (as a mapping) that renders in seconds with the tiny preset."""
+def tiny_film(title: str = "Tiny Test Film", scenes: int = 3, duration: float = 1.0, fps: int = 4,
+              video: dict | None = None, **render) -> dict:
+    """A film spec (as a mapping) that renders in seconds with the tiny preset.
+
+    Plain cuts and no narration unless ``video`` asks (so frame counts are the scenes' sum);
+    tests of transitions and narration set them.
+    """
     prompts = ["a hairy tardigrade in the snow", "a frozen valley at night", "a ball of white fur sleeping",
                "a moss leaf on a glacier", "snow falling like stars"]
     return {
@@ -23,7 +28,7 @@ def tiny_film(title: str = "Tiny Test Film", scenes: int = 3, duration: float = 
         "seed": 7,
         "scenes": [{"narration": f"Scene {i + 1}: {prompts[i % len(prompts)]}.", "prompt": prompts[i % len(prompts)],
                     "duration": duration} for i in range(scenes)],
-        "video": {"fps": fps},
+        "video": {"fps": fps, "transition": "cut", "narration": "none", **(video or {})},
         "render": {"preset": "tiny", "cutouts": 2, "warmup_steps": 1, "anchor_steps": 2, **render},
     }
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from farm.driver.render import plan_jobs, render_film
+from farm.driver.jobs import plan_jobs
+from farm.driver.render import render_film
 from farm.errors import OutputConflictError
 from farm.spec import spec_from_dict
 
@@ -68,7 +69,9 @@ def test_manifest_and_resolved_spec_are_saved(keyframe_film):
     assert [s["state"] for s in manifest["scenes"]] == ["done"] * 3
     assert [s["frames_written"] for s in manifest["scenes"]] == [4, 6, 4]
     assert all(s["attempts"] == 1 and not s["failures"] for s in manifest["scenes"])
-    assert yaml.safe_load((result.path / "film.yaml").read_text()) == spec.to_dict()
+    saved = yaml.safe_load((result.path / "film.yaml").read_text())
+    assert saved.pop("timeline")["frames"] == result.frames  # appended by the cutting
+    assert saved == spec.to_dict()
 
 
 def test_subtitles_sit_on_the_timeline(keyframe_film):
@@ -105,11 +108,33 @@ def test_rendering_again_keeps_what_is_rendered(keyframe_film, ray_cluster):
     assert len(decode(third.video)[0]) == result.frames
 
 
+def test_keyframe_scene_starts_from_the_anchor_before_it(keyframe_film):
+    """Scene k's frames are exactly what the bare renderer makes from anchor k-1's saved latents."""
+    import torch
+
+    from farm.driver.render import job_arguments
+    from farm.render.bigsleep import Latents, render_scene
+    from farm.render.models import load_models
+
+    spec, out, result, _ = keyframe_film
+    torch.set_num_threads(1)
+    models = load_models(spec.models, spec.video.size, torch.device("cpu"))
+    jobs = {job.key: job for job in plan_jobs(spec)}
+    assert jobs[("scene", 2)].start_from == ("anchor", 1)
+    with np.load(result.path / "scenes" / "001" / "anchor_latents.npz") as saved:
+        anchor = Latents.from_numpy({k: saved[k] for k in saved.files}, models.device)
+    settings, prompts, seed, frames = job_arguments(spec, jobs[("scene", 2)], spec.frames_per_scene())
+    expected = [f.image for f in render_scene(models, settings, prompts, seed, frames, init=anchor)]
+    on_disk = [np.asarray(Image.open(p)) for p in scene_frames(result.path, 2)]
+    assert len(on_disk) == len(expected) == 4
+    assert all(np.array_equal(a, b) for a, b in zip(on_disk, expected))
+
+
 def test_a_different_film_in_the_folder_is_refused_and_untouched(keyframe_film):
     spec, out, result, _ = keyframe_film
     snapshot = {p: p.read_bytes() for p in result.path.rglob("*") if p.is_file()}
     other = spec_from_dict(spec.to_dict(), overrides=["scenes.0.prompt=a red balloon"])
-    with pytest.raises(OutputConflictError, match=r"already holds a different film \(differs at scenes\)"):
+    with pytest.raises(OutputConflictError, match=r"already holds a different film \(differs at scenes\[0\]\.prompt\)"):
         render_film(other, out=out)
     assert {p: p.read_bytes() for p in result.path.rglob("*") if p.is_file()} == snapshot
 

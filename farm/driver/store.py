@@ -2,26 +2,38 @@
 
     out/<film>/
       film.yaml        resolved spec (everything needed to reproduce)
-      manifest.json    scene states, attempts, frame counts, hashes, timings
-      scenes/NNN/      frames (PNG) and the segment video
+      manifest.json    scene states, attempts, frame counts, hashes, timings, frame ranges
+                       and the node that rendered each, nodes avoided and why
+      scenes/NNN/      frames (PNG), the segment video, the renderer state of a scene
+                       in progress (state.npz, replaced as frames arrive), latents
       film.mp4  film.srt
 
 Every write is atomic (a temporary file, then a rename), so an interrupted run
 never leaves half a frame or half a manifest behind.
+
+``--out`` may also be a ``pyarrow.fs`` URI (``s3://bucket/films``, ``gs://...``,
+``file:///shared/films``): the film's folder then lives there, and the driver
+works in a local copy (under ``$XDG_CACHE_HOME/farm/stores``, ffmpeg needs local
+files). Opening pulls what the store holds; every write (spec, manifest, frame,
+state, latents, segment, film) goes to both, through :meth:`FilmStore.put` and
+:meth:`FilmStore.publish`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
 
 import yaml
 
+from farm.cutting.layout import FRAME_NAME, JOIN_SETTINGS, atomic_write, scene_dir
 from farm.errors import InputError, OutputConflictError
 from farm.spec import FilmSpec
 
@@ -29,109 +41,274 @@ from farm.spec import FilmSpec
 # continued with other values for them.
 EXECUTION_ONLY = {
     "render": {"workers", "cpus_per_worker", "gpus_per_worker", "retries"},
-    "video": {"ffmpeg"},
+    "video": {"ffmpeg", *JOIN_SETTINGS},
     "models": {"cache_dir"},
 }
-FRAME_NAME = "frame_{:05d}.png"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
+EXECUTION_SECTIONS = {"dispatch"}  # whole sections that never change a pixel
 
 def look(spec_dict: dict[str, Any]) -> dict[str, Any]:
     """The part of a resolved spec that decides what the film looks like."""
     out = json.loads(json.dumps(spec_dict))
+    out.pop("timeline", None)  # derived from the rest by farm.cutting
+    # The LLM wrote the story and the scenes; once they are in the spec, how it was reached
+    # (server, model, timeouts) does not change a frame.
+    out.pop("llm", None)
     for section, keys in EXECUTION_ONLY.items():
         for key in keys:
             out.get(section, {}).pop(key, None)
+    for section in EXECUTION_SECTIONS:
+        out.pop(section, None)
     return out
 
 
+class Remote:
+    """A film store behind a ``pyarrow.fs`` URI: the place a film's files end up."""
+
+    def __init__(self, uri: str) -> None:
+        import pyarrow.fs as pafs
+
+        self.uri = uri.rstrip("/")
+        try:
+            self.fs, base = pafs.FileSystem.from_uri(self.uri)
+        except Exception as exc:  # ArrowInvalid (unknown scheme), ArrowNotImplementedError, OSError (no bucket)
+            raise InputError(f"--out: {uri} cannot be used as a film store ({first_line(exc)})") from exc
+        self.base = base.rstrip("/")
+        self.local = self.fs.type_name == "local"
+
+    def where(self, relative: str) -> str:
+        return f"{self.base}/{relative}" if relative else self.base
+
+    def check(self, what: str, action: Any) -> Any:
+        try:
+            return action()
+        except Exception as exc:
+            raise InputError(f"--out: {self.uri}: cannot {what} ({first_line(exc)})") from exc
+
+    def put(self, relative: str, data: bytes) -> None:
+        target = self.where(relative)
+
+        def write() -> None:
+            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            if not self.local:  # an object store writes an object whole or not at all
+                with self.fs.open_output_stream(target) as out:
+                    out.write(data)
+                return
+            temporary = f"{target}.{os.getpid()}.tmp"
+            with self.fs.open_output_stream(temporary) as out:
+                out.write(data)
+            self.fs.move(temporary, target)
+
+        self.check(f"write {relative}", write)
+
+    def delete(self, relative: str) -> None:
+        import pyarrow.fs as pafs
+
+        target = self.where(relative)
+        info = self.check(f"look at {relative}", lambda: self.fs.get_file_info(target))
+        if info.type == pafs.FileType.File:
+            self.check(f"delete {relative}", lambda: self.fs.delete_file(target))
+
+    def pull(self, relative: str, local: Path) -> bool:
+        """Copy the store's folder ``relative`` into ``local`` (emptied first); False if there is none."""
+        import shutil
+
+        import pyarrow.fs as pafs
+
+        source = self.where(relative)
+        info = self.check(f"look at {relative}", lambda: self.fs.get_file_info(source))
+        shutil.rmtree(local, ignore_errors=True)
+        if info.type == pafs.FileType.NotFound:
+            return False
+        if info.type != pafs.FileType.Directory:
+            raise OutputConflictError(f"{self.uri}/{relative}: exists and is not a folder; choose another --out")
+        local.mkdir(parents=True, exist_ok=True)
+        self.check(f"read {relative}", lambda: pafs.copy_files(
+            source, str(local), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem()))
+        return True
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def cache_for(uri: str) -> Path:
+    """The local working copy of a remote film store."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "farm" / "stores" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+
+
 class FilmStore:
-    def __init__(self, root: str | Path, spec: FilmSpec) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path, spec: FilmSpec, same_as: tuple[FilmSpec, ...] = ()) -> None:
+        """``same_as``: earlier forms of ``spec`` a folder may hold (the plan before narration
+        lengthened scenes to fit their speech) that are the same film."""
+        self.same_as = same_as
+        text = str(root)
+        self.remote = Remote(text) if "://" in text else None
+        self.root = cache_for(text) if self.remote else Path(root)
         self.spec = spec
         self.path = self.root / spec.slug
+        self.location = f"{self.remote.uri}/{spec.slug}" if self.remote else str(self.path)
         self.manifest_path = self.path / "manifest.json"
         self.manifest: dict[str, Any] = {}
+        self.sent: set[str] = set()  # files this run wrote through to the remote store
+        self.opened_at = time.time()
+        self.changed: list[str] = []  # spec fields that differ from the film on disk (--rerender-changed)
+        self.touched: list[int] = []  # scenes those changes made us render again
 
     # --- opening ---------------------------------------------------------------------------
 
-    def open(self) -> None:
+    def pull(self) -> None:
+        """A remote store's copy of this film into the local folder (replacing what was there)."""
+        if self.remote:
+            self.remote.pull(self.spec.slug, self.path)
+
+    def open(self, resume: bool = False, rerender_changed: bool = False, pull: bool = True) -> None:
         """Create the film's folder, or reopen one that holds this same film.
 
-        A folder holding a different film, or files that are not a film, is left untouched.
+        A folder holding a different film, or files that are not a film, is left untouched,
+        unless ``rerender_changed``: then the scenes the changes touch are rendered again.
+        ``resume`` insists on a film already there. ``pull``: a remote store's copy first
+        (False when :meth:`pull` ran already).
         """
-        if self.root.exists() and not self.root.is_dir():
+        if pull:
+            self.pull()
+        self.opened_at = time.time()  # what ffmpeg makes from now on goes to the remote store
+        if not self.remote and self.root.exists() and not self.root.is_dir():
             raise InputError(f"{self.root}: the output path exists and is not a folder")
-        if self.path.exists():
-            self._check_same_film()
+        if resume and not (self.path / "film.yaml").is_file():
+            raise InputError(f"{self.location}: holds no film to resume (no film.yaml); run without --resume to start it")
+        old = self._check_same_film(rerender_changed) if self.path.exists() else None
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"{self.path}: cannot create the film folder ({exc.strerror})") from exc
-        atomic_write(self.path / "film.yaml", self.spec.to_yaml().encode())
-        self.manifest = self._read_manifest() or self._new_manifest()
+        manifest = self._read_manifest(allow_other_scenes=old is not None)
+        if old is not None:
+            manifest = self._forget_touched(old, manifest)
+        self.put(self.path / "film.yaml", self.spec.to_yaml().encode())
+        self.manifest = manifest or self._new_manifest()
+        self._reconcile()
         self.save_manifest()
 
-    def _check_same_film(self) -> None:
+    def _reconcile(self) -> None:
+        """Frames a killed driver wrote after its last manifest save: recorded, not rendered again."""
+        for index, entry in enumerate(self.manifest["scenes"]):
+            for frame in range(entry["frames_expected"]):
+                if str(frame) not in entry["hashes"] and self.has_frame(index, frame):
+                    self.write_frame(index, frame, self.frame_path(index, frame).read_bytes(), rewrite=False)
+
+    def _check_same_film(self, rerender_changed: bool) -> Optional[dict[str, Any]]:
+        """None when the folder holds this film (or nothing); the old resolved spec when it
+        holds a changed one and ``rerender_changed`` allows it."""
         spec_file = self.path / "film.yaml"
         if not self.path.is_dir():
-            raise OutputConflictError(f"{self.path}: exists and is not a folder; choose another --out")
+            raise OutputConflictError(f"{self.location}: exists and is not a folder; choose another --out")
         if not spec_file.is_file():
             if any(self.path.iterdir()):
-                raise OutputConflictError(f"{self.path}: holds files but no film.yaml; choose another --out or empty it")
-            return
+                raise OutputConflictError(f"{self.location}: holds files but no film.yaml; choose another --out or empty it")
+            return None
         try:
             existing = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise OutputConflictError(f"{spec_file}: cannot be read ({exc}); choose another --out") from exc
-        if not isinstance(existing, dict) or look(existing) != look(self.spec.to_dict()):
-            field = first_difference(existing if isinstance(existing, dict) else {}, self.spec.to_dict())
+        if isinstance(existing, dict) and any(look(existing) == look(s.to_dict()) for s in (self.spec, *self.same_as)):
+            return None
+        fields = differences(existing if isinstance(existing, dict) else {}, self.spec.to_dict())
+        if not rerender_changed or not isinstance(existing, dict):
             raise OutputConflictError(
-                f"{self.path}: already holds a different film (differs at {field}); "
-                "choose another --out, or remove that folder to render it again")
+                f"{self.location}: already holds a different film (differs at {', '.join(fields)}); "
+                "choose another --out, add --rerender-changed to render again what the change touches, "
+                "or remove that folder")
+        self.changed = fields
+        return existing
+
+    def _forget_touched(self, old: dict[str, Any], manifest: Optional[dict[str, Any]]) -> dict[str, Any]:
+        """Reset the scenes a spec change touches: their frames, states and latents go."""
+        self.touched = touched_scenes(old, self.spec.to_dict())
+        fresh = self._new_manifest()
+        if manifest:
+            kept = manifest.get("scenes", [])
+            for index in range(len(fresh["scenes"])):
+                if index not in self.touched and index < len(kept):
+                    fresh["scenes"][index] = kept[index]
+            fresh["bad_nodes"] = manifest.get("bad_nodes", [])
+        restitch = look(old).get("video") != look(self.spec.to_dict()).get("video")
+        for index in range(max(len(fresh["scenes"]), len(old.get("scenes", [])))):
+            folder = self.scene_dir(index)
+            if not folder.is_dir():
+                continue
+            if index in self.touched or index >= len(fresh["scenes"]):
+                for item in folder.iterdir():
+                    self.remove(item)
+            elif restitch:  # crf or subtitles: the frames hold, the segment is made again
+                self.remove(folder / "segment.mp4")
+        fresh["changed"] = self.changed
+        return fresh
 
     def _new_manifest(self) -> dict[str, Any]:
         counts = self.spec.frames_per_scene()
         return {
             "film": self.spec.slug,
             "created": time.time(),
-            "scenes": [
-                {"index": i, "state": "pending", "frames_expected": n, "frames_written": 0,
-                 "attempts": 0, "anchor_attempts": 0, "failures": [], "hashes": {}, "seconds": None, "worker": None}
-                for i, n in enumerate(counts)
-            ],
+            "scenes": [new_scene_entry(i, n) for i, n in enumerate(counts)],
+            "bad_nodes": [],
         }
 
-    def _read_manifest(self) -> dict[str, Any] | None:
+    def _read_manifest(self, allow_other_scenes: bool = False) -> dict[str, Any] | None:
         if not self.manifest_path.is_file():
             return None
         try:
             manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError(f"{self.manifest_path}: cannot be read ({exc}); move it away to start this film over") from exc
-        if len(manifest.get("scenes", [])) != len(self.spec.scenes):
+        if not allow_other_scenes and len(manifest.get("scenes", [])) != len(self.spec.scenes):
             raise InputError(f"{self.manifest_path}: does not match the film's scenes; move it away to start over")
+        manifest.setdefault("bad_nodes", [])
+        for index, entry in enumerate(manifest.get("scenes", [])):
+            for key, value in new_scene_entry(index, entry.get("frames_expected", 0)).items():
+                entry.setdefault(key, value)
         return manifest
 
     def save_manifest(self) -> None:
         self.manifest["updated"] = time.time()
-        atomic_write(self.manifest_path, json.dumps(self.manifest, indent=1).encode())
+        self.put(self.manifest_path, json.dumps(self.manifest, indent=1).encode())
+
+    # --- every write goes through here: the local folder, and the remote store if any --------
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def put(self, path: Path, data: bytes) -> None:
+        atomic_write(path, data)
+        if self.remote:
+            self.remote.put(self.relative(path), data)
+            self.sent.add(self.relative(path))
+
+    def publish(self, path: Path) -> None:
+        """A file made in the local folder (by ffmpeg) goes to the remote store too."""
+        if self.remote:
+            self.remote.put(self.relative(path), path.read_bytes())
+            self.sent.add(self.relative(path))
+
+    def publish_new(self) -> None:
+        """Every file made in the local folder since it was opened (segments, the film, subtitles,
+        posters) goes to the remote store too."""
+        if not self.remote:
+            return
+        for path in sorted(self.path.rglob("*")):
+            if path.is_file() and not path.name.endswith(".tmp") and path.stat().st_mtime >= self.opened_at \
+                    and self.relative(path) not in self.sent:
+                self.publish(path)
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        if self.remote:
+            self.remote.delete(self.relative(path))
 
     # --- scenes and frames -----------------------------------------------------------------
 
     def scene_dir(self, index: int) -> Path:
-        return self.path / "scenes" / f"{index:03d}"
+        return scene_dir(self.path, index)
 
     def frame_path(self, scene: int, frame: int) -> Path:
         return self.scene_dir(scene) / FRAME_NAME.format(frame)
@@ -139,11 +316,20 @@ class FilmStore:
     def scene_entry(self, index: int) -> dict[str, Any]:
         return self.manifest["scenes"][index]
 
-    def write_frame(self, scene: int, frame: int, png: bytes) -> None:
-        atomic_write(self.frame_path(scene, frame), png)
+    def has_frame(self, scene: int, frame: int) -> bool:
+        return self.frame_path(scene, frame).is_file()
+
+    def write_frame(self, scene: int, frame: int, png: bytes, node: Optional[str] = None, rewrite: bool = True) -> None:
+        if rewrite:
+            self.put(self.frame_path(scene, frame), png)
         entry = self.scene_entry(scene)
         entry["hashes"][str(frame)] = hashlib.sha256(png).hexdigest()[:16]
         entry["frames_written"] = len(entry["hashes"])
+        ranges = entry["ranges"]
+        if ranges and ranges[-1]["node"] == node and ranges[-1]["last"] == frame - 1:
+            ranges[-1]["last"] = frame
+        else:
+            ranges.append({"first": frame, "last": frame, "node": node})
 
     def scene_complete(self, index: int) -> bool:
         """Done in the manifest, and every frame still on disk."""
@@ -151,15 +337,119 @@ class FilmStore:
         return entry["state"] == "done" and all(
             self.frame_path(index, f).is_file() for f in range(entry["frames_expected"]))
 
+    # --- arrays: latents between jobs, renderer states of scenes in progress ------------------
 
-def first_difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
-    a, b = look(a) if not prefix else a, look(b) if not prefix else b
+    def write_arrays(self, scene: int, name: str, arrays: dict[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        self.put(self.scene_dir(scene) / f"{name}.npz", buffer.getvalue())
+
+    def read_arrays(self, scene: int, name: str) -> Optional[dict[str, np.ndarray]]:
+        path = self.scene_dir(scene) / f"{name}.npz"
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:
+                return {key: data[key] for key in data.files}
+        except (OSError, ValueError) as exc:  # a state cut short: the scene starts over
+            raise InputError(f"{path}: cannot be read ({exc}); remove it to render that part again") from exc
+
+    def write_state(self, scene: int, frame: int, state: dict[str, np.ndarray]) -> None:
+        """The renderer state after ``frame``: the scene can continue from the frame after it."""
+        self.write_arrays(scene, "state", {**state, FRAME_KEY: np.asarray(frame)})
+        self.scene_entry(scene)["state_frame"] = frame
+
+    def read_state(self, scene: int) -> Optional[tuple[int, dict[str, np.ndarray]]]:
+        """(frame, state) for a scene in progress whose frames up to ``frame`` are all on disk."""
+        arrays = self.read_arrays(scene, "state")
+        if arrays is None or FRAME_KEY not in arrays:
+            return None
+        frame = int(arrays.pop(FRAME_KEY))
+        if not all(self.has_frame(scene, f) for f in range(frame + 1)):
+            return None
+        return frame, arrays
+
+    def clear_state(self, scene: int) -> None:
+        self.remove(self.scene_dir(scene) / "state.npz")
+        self.scene_entry(scene)["state_frame"] = None
+
+    def summary(self) -> str:
+        """What the folder holds: scenes done, and scenes part-done at frame k."""
+        done, partial = [], []
+        for index, entry in enumerate(self.manifest["scenes"]):
+            if self.scene_complete(index):
+                done.append(index)
+            elif (state := self.read_state(index)) is not None:  # the state file, newer than the manifest
+                partial.append(f"scene {index + 1} at frame {state[0] + 1}/{entry['frames_expected']}")
+        text = f"{len(done)}/{len(self.manifest['scenes'])} scenes done"
+        return text + (f"; part-done: {', '.join(partial)}" if partial else "; none part-done")
+
+
+FRAME_KEY = "__farm_frame"
+
+
+def new_scene_entry(index: int, frames: int) -> dict[str, Any]:
+    return {"index": index, "state": "pending", "frames_expected": frames, "frames_written": 0,
+            "attempts": 0, "anchor_attempts": 0, "failures": [], "hashes": {}, "seconds": None, "worker": None,
+            "state_frame": None, "ranges": []}
+
+
+def differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every field whose value differs between two resolved specs (what the film looks like only)."""
+    if not prefix:
+        a, b = look(a), look(b)
+    out: list[str] = []
     for key in list(a) + [k for k in b if k not in a]:
         where = f"{prefix}.{key}" if prefix else str(key)
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
-            if va != vb:
-                return first_difference(va, vb, where)
+            out += differences(va, vb, where)
+        elif isinstance(va, list) and isinstance(vb, list) and all(isinstance(x, dict) for x in va + vb):
+            for i in range(max(len(va), len(vb))):
+                if i >= len(va) or i >= len(vb):
+                    out.append(f"{where}[{i}]")
+                else:
+                    out += differences(va[i], vb[i], f"{where}[{i}]")
         elif va != vb:
-            return where
-    return "?"
+            out.append(where)
+    return out
+
+
+def first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+    found = differences(a, b)
+    return found[0] if found else "?"
+
+
+def touched_scenes(old: dict[str, Any], new: dict[str, Any]) -> list[int]:
+    """Scenes whose frames a spec change alters.
+
+    A change outside the scenes that alters pixels (seed, render, models, video size or fps)
+    touches every scene; crf and subtitles only make the segments again. A scene's own
+    prompt or length touches it, and in ``chain`` mode every scene after it; in
+    ``keyframe`` mode also the next scene, which starts from this scene's anchor.
+    """
+    a, b = look(old), look(new)
+    scenes_a, scenes_b = a.pop("scenes", []), b.pop("scenes", [])
+    for side in (a, b):
+        side.pop("title", None)
+        side.pop("story", None)
+        side.pop("llm", None)
+        for key in ("crf", "subtitles", "transition"):
+            side.get("video", {}).pop(key, None)
+    count = len(scenes_b)
+    if a != b:
+        return list(range(count))
+
+    def shown(scene: dict[str, Any]) -> tuple[str, Any]:
+        return ((scene.get("prompt") or "").strip() or (scene.get("narration") or "").strip(), scene.get("duration"))
+
+    touched: set[int] = set()
+    mode = b.get("render", {}).get("reseed")
+    for index in range(count):
+        if index >= len(scenes_a) or shown(scenes_a[index]) != shown(scenes_b[index]):
+            touched.add(index)
+            if mode == "chain":
+                touched.update(range(index, count))
+            elif mode == "keyframe" and index + 1 < count:
+                touched.add(index + 1)
+    return sorted(touched)

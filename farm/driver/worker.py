@@ -32,6 +32,7 @@ class SceneWorker:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "device": str(self.models.device),
+            "resources": ray.get_runtime_context().get_assigned_resources(),
         }
 
     def render(self, settings, prompt, seed: int, frames: int, init=None, resume=None,
@@ -56,3 +57,23 @@ class SceneWorker:
         if sleeper.first is not None:
             last["first_latents"] = sleeper.first.to_numpy()
         yield last
+
+    def bridge(self, start, end, count: int, settings) -> list[bytes]:
+        """A morph's bridge frames (PNG bytes) from latents ``start`` to ``end`` (numpy dicts)."""
+        import io
+
+        from PIL import Image
+
+        from farm.render.bigsleep import Latents
+        from farm.render.morph import bridge_frames
+
+        assert self.models is not None, "load() must run before bridge()"
+        device = self.models.device
+        images = bridge_frames(self.models, Latents.from_numpy(start, device), Latents.from_numpy(end, device), count,
+                               settings.truncation, settings.max_classes, settings.class_temperature)
+        out = []
+        for image in images:
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="PNG")
+            out.append(buffer.getvalue())
+        return out

@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from farm.render.cutouts import cutout_boxes, take_cutouts
+from farm.render.device import prepare_device
 from farm.render.generator import image_of, synthesize, to_uint8
 from farm.render.losses import class_loss, class_vectors, clip_loss, latent_loss
 from farm.render.models import Models
+from farm.errors import SpecError
 from farm.spec import RenderSpec
 
 # big-sleep's initial class logits: sigmoid(-3.9) ~ 0.02, a faint mix of every class.
@@ -110,6 +112,7 @@ class BigSleep:
         self.models = models
         self.settings = settings
         device = models.device
+        prepare_device(models, settings)
         prompts = [(prompt, 1.0)] if isinstance(prompt, str) else list(prompt)
         self.rng = torch.Generator(device="cpu").manual_seed(seed)
         # Re-seeding noise has its own stream, so switching it on leaves the cutouts alone.
@@ -171,8 +174,15 @@ class BigSleep:
         passes = self.settings.gradient_accumulation
         totals: dict[str, float] = {}
         for _ in range(passes):
-            terms = self.losses()
-            (terms["loss"] / passes).backward()
+            try:
+                terms = self.losses()
+                (terms["loss"] / passes).backward()
+            except RuntimeError as exc:
+                if self.settings.deterministic and "deterministic" in str(exc):
+                    op = str(exc).strip().splitlines()[0][:200]
+                    raise SpecError("render.deterministic", f"this device has no deterministic version of an "
+                                                           f"operation the render needs ({op}); set it to false") from exc
+                raise
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + value.item() / passes
         self.optimizer.step()

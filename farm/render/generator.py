@@ -28,11 +28,24 @@ def synthesize(models: Models, z: torch.Tensor, classes: torch.Tensor, truncatio
         if layer.__class__.__name__ == "GenBlock":
             x = layer(x, cond[:, row], truncation)
             row += 1
-        else:  # self-attention
-            x = layer(x)
+        else:
+            x = self_attention(layer, x)
     x = gen.relu(gen.bn(x, truncation))
     x = torch.tanh(gen.conv_to_rgb(x)[:, :3])
     return (x + 1) / 2
+
+
+def self_attention(layer, x: torch.Tensor) -> torch.Tensor:
+    """The library's SelfAttn, x + gamma o_conv(g softmax(theta^T phi)^T), with the product taken as
+    (softmax(theta^T phi) g^T)^T: the same sums, but the (HW, HW/4) attention map is never
+    transposed, so its gradient needs no strided copy before the softmax's backward."""
+    batch, channels, height, width = x.shape
+    theta = layer.snconv1x1_theta(x).view(batch, channels // 8, height * width)
+    phi = layer.maxpool(layer.snconv1x1_phi(x)).view(batch, channels // 8, height * width // 4)
+    attention = torch.softmax(torch.bmm(theta.transpose(1, 2), phi), dim=-1)  # (B, HW, HW/4)
+    g = layer.maxpool(layer.snconv1x1_g(x)).view(batch, channels // 2, height * width // 4)
+    attended = torch.bmm(attention, g.transpose(1, 2)).transpose(1, 2).reshape(batch, channels // 2, height, width)
+    return x + layer.gamma * layer.snconv1x1_o_conv(attended)
 
 
 def image_of(models: Models, z: torch.Tensor, logits: torch.Tensor, truncation: float,

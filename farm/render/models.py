@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,13 +53,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_models(spec: ModelsSpec, size: int, device: torch.device) -> Models:
+def load_models(spec: ModelsSpec, size: int, device: torch.device, preset: str = "draft") -> Models:
+    """CLIP and BigGAN as ``spec`` names them, on ``device``; ``preset`` only words the advice
+    given when weights are missing."""
     if spec.clip == "toy":  # trained here on procedural pictures, with its own compact tokenizer
         from farm.toy.clip import load_toy_clip
         clip, toy_tokenizer, clip_size = load_toy_clip()
     else:
-        clip, clip_size = load_clip(spec)
-    biggan = load_biggan(spec, size)
+        clip, clip_size = load_clip(spec, preset)
+    biggan = load_biggan(spec, size, preset)
     resolution = biggan.config.output_dim
     if resolution != size:
         raise ModelError(f"video.size: {size} is not a size {spec.biggan} can make (it makes {resolution})")
@@ -69,6 +70,7 @@ def load_models(spec: ModelsSpec, size: int, device: torch.device) -> Models:
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     blocks = sum(1 for layer in biggan.generator.layers if layer.__class__.__name__ == "GenBlock")
+    fold_spectral_norm(biggan.eval())
     for module in (clip, biggan):
         module.eval().requires_grad_(False).to(device)
     return Models(
@@ -90,24 +92,31 @@ def load_models(spec: ModelsSpec, size: int, device: torch.device) -> Models:
 # --- CLIP ------------------------------------------------------------------------------------
 
 
-def load_clip(spec: ModelsSpec) -> tuple[nn.Module, int]:
+def load_clip(spec: ModelsSpec, preset: str = "draft") -> tuple[nn.Module, int]:
     import open_clip
+
+    from farm.render import weights as w
 
     if spec.clip == "tiny":
         return build_tiny_clip(), TINY_CLIP["image_size"]
     if spec.clip not in open_clip.list_models():
         raise ModelError(f"models.clip: {spec.clip!r} is not an open_clip model (see open_clip.list_models())")
-    pretrained = spec.clip_pretrained
-    if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_file():
-        raise ModelError(f"models.clip_pretrained: no weights file at {pretrained}")
-    try:
-        model = open_clip.create_model(spec.clip, pretrained=pretrained or None, cache_dir=spec.cache_dir)
-    except Exception as exc:  # the hub, the network or a bad file: all one line for the user
-        raise ModelError(
-            f"models.clip_pretrained: could not load {pretrained!r} weights for {spec.clip} "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
-            "offline clusters stage the file and give its path"
-        ) from exc
+    located = w.clip_weights(spec)
+    if located.kind == "builtin":  # no pretrained weights asked for: the architecture at random
+        model = open_clip.create_model(spec.clip, pretrained=None)
+    else:
+        if located.kind == "file" and not located.present:
+            raise ModelError(f"models.clip_pretrained: no weights file at {located.path}")
+        if located.kind == "tag" and not located.present:
+            w.ensure_reachable(located, preset)
+            located.path = w.fetch_clip(spec)
+        # A file path, cached or staged: open_clip loads it with no network call.
+        model = open_clip.create_model(spec.clip, pretrained=None)
+        try:
+            open_clip.load_checkpoint(model, str(located.path))
+        except Exception as exc:
+            raise ModelError(f"models.clip_pretrained: {located.path} does not hold {spec.clip} weights "
+                             f"({w._first_line(exc)[:300]})") from exc
     size = model.visual.image_size
     return model, size[0] if isinstance(size, (tuple, list)) else int(size)
 
@@ -140,13 +149,30 @@ def biggan_layers(size: int) -> list[tuple[bool, int, int]]:
     return layers
 
 
+def fold_spectral_norm(model: nn.Module) -> None:
+    """Replace every spectral-normed weight by its value: weight_orig / sigma from the stored
+    power-iteration vectors. That is exactly what an eval-mode forward computes, at every call,
+    for every layer; the weights are frozen, so once is enough."""
+    for module in model.modules():
+        if hasattr(module, "weight_orig"):
+            trainable = module.weight_orig.requires_grad
+            nn.utils.remove_spectral_norm(module)
+            module.weight.requires_grad_(trainable)  # a new Parameter: keep the frozen frozen
+
+
 def build_tiny_biggan(size: int) -> nn.Module:
+    return build_biggan(size, TINY_BIGGAN_CHANNELS)
+
+
+def build_biggan(size: int, channels: int) -> nn.Module:
+    """The BigGAN-deep architecture for ``size`` pixels at ``channels`` per width unit (128 in the
+    published models), with random weights drawn from a fixed seed."""
     from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 
     layers = biggan_layers(size)
     # Self-attention where the real models put it: at the 64x64 stage.
     attention = next(i for i, (up, _, _) in enumerate(layers) if up and 4 * 2 ** sum(u for u, _, _ in layers[: i + 1]) == 64) + 1
-    config = BigGANConfig(output_dim=size, z_dim=128, class_embed_dim=128, channel_width=TINY_BIGGAN_CHANNELS,
+    config = BigGANConfig(output_dim=size, z_dim=128, class_embed_dim=128, channel_width=channels,
                           num_classes=1000, layers=layers, attention_layer_position=attention)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_WEIGHTS_SEED)
@@ -174,32 +200,61 @@ def _probe_shape(module: nn.Module) -> tuple[int, ...]:
     raise AssertionError(f"unexpected spectral-normed module {module!r}")
 
 
-def load_biggan(spec: ModelsSpec, size: int) -> nn.Module:
-    from pytorch_pretrained_biggan import BigGAN
+def load_biggan(spec: ModelsSpec, size: int, preset: str = "draft") -> nn.Module:
+    from farm.render import weights as w
 
-    name = spec.biggan
-    if name == "tiny":
+    if spec.biggan == "tiny":
         return build_tiny_biggan(size)
-    if name not in PRETRAINED_BIGGAN:
-        folder = Path(name)
-        missing = [f for f in ("config.json", "pytorch_model.bin") if not (folder / f).is_file()]
+    located = w.biggan_weights(spec)
+    if located.kind == "folder":
+        folder = located.path
+        missing = [f for f in w.BIGGAN_FILES if not (folder / f).is_file()]
         if missing:
-            raise ModelError(f"models.biggan: {name!r} is neither {', '.join(PRETRAINED_BIGGAN)} nor a folder "
+            raise ModelError(f"models.biggan: {spec.biggan!r} is neither {', '.join(PRETRAINED_BIGGAN)} nor a folder "
                              f"holding config.json and pytorch_model.bin (missing {', '.join(missing)})")
-        try:
-            output_dim = json.loads((folder / "config.json").read_text())["output_dim"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"models.biggan: {folder / 'config.json'} is not a BigGAN config ({exc})") from exc
-        if output_dim != size:
-            raise ModelError(f"video.size: {size} is not a size {name} can make (it makes {output_dim})")
+        files = {role: folder / role for role in w.BIGGAN_FILES}
+    elif located.present:
+        files = w.biggan_cached_files(spec)
+    else:
+        w.ensure_reachable(located, preset)
+        files = w.fetch_biggan(spec)
+    return biggan_from_files(files["config.json"], files["pytorch_model.bin"], size)
+
+
+def biggan_from_files(config_file: Path, weights_file: Path, size: int) -> nn.Module:
+    """The library's BigGAN class from its config and weights, every weight accounted for
+    (the library's own loader accepts any state dict, wrong model or not)."""
+    from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+
     try:
-        return BigGAN.from_pretrained(name, cache_dir=spec.cache_dir)
+        config = BigGANConfig.from_dict(json.loads(Path(config_file).read_text()))
+        output_dim = config.output_dim
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise ModelError(f"models.biggan: {config_file} is not a BigGAN config ({exc})") from exc
+    if output_dim != size:
+        raise ModelError(f"video.size: {size} is not a size this BigGAN can make (it makes {output_dim})")
+    model = BigGAN(config)
+    try:
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(
-            f"models.biggan: could not load {name!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); offline clusters stage the folder and give its path"
-        ) from exc
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "no detail"
+        raise ModelError(f"models.biggan: {weights_file} does not hold the weights of this BigGAN "
+                         f"(unreadable: {type(exc).__name__}: {reason})") from exc
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        raise ModelError(f"models.biggan: {weights_file} does not hold the weights of this BigGAN ({problem})")
+    model.load_state_dict(state, strict=True)
+    return model
 
 
-def _looks_like_path(value: str) -> bool:
-    return os.sep in value or value.endswith((".pt", ".bin", ".safetensors", ".pth"))
+def state_dict_mismatch(model: nn.Module, state: object) -> str:
+    """What keeps ``state`` from being exactly ``model``'s weights, in a few words; empty if nothing."""
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not a state dict"
+    mine = model.state_dict()
+    missing = [k for k in mine if k not in state]
+    unexpected = [k for k in state if k not in mine]
+    wrong = [k for k in mine if k in state and getattr(state[k], "shape", None) != mine[k].shape]
+    parts = [f"{len(keys)} {what}, e.g. {keys[0]}" for what, keys in
+             (("missing", missing), ("unexpected", unexpected), ("of another shape", wrong)) if keys]
+    return "; ".join(parts)

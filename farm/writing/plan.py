@@ -10,7 +10,7 @@ import dataclasses
 import re
 
 from farm.errors import SpecError
-from farm.spec import READING_WORDS_PER_SECOND, FilmSpec, SceneSpec
+from farm.spec import READING_WORDS_PER_SECOND, FilmSpec, SceneSpec, reading_words
 
 CLIP_MAX_TOKENS = 75
 # The splitter groups sentences until a scene reads for about this long.
@@ -31,9 +31,39 @@ def fit_prompt(text: str, limit: int = CLIP_MAX_TOKENS) -> str:
     return " ".join(words)
 
 
+# Sentence ends: in scripts that put a space after them, and in those that do not (。！？).
+SPACED_ENDS = ".!?…؟।։"
+UNSPACED_ENDS = "。！？"
+CLOSERS = "\"'”’»)]」』）"
+
+
 def split_sentences(text: str) -> list[str]:
+    """The text's sentences in order, in any script.
+
+    A sentence ends at . ! ? … (and ؟ । ։) with any closing quotes or brackets, when a
+    space follows and the next word does not start with a lower-case letter; and at
+    。！？ whatever follows. Nothing is dropped but white space.
+    """
     flat = re.sub(r"\s+", " ", text).strip()
-    return [s.strip() for s in re.split(r"(?<=[.!?…])\s+(?=[\"'“A-Z0-9])", flat) if re.search(r"\w", s)]
+    sentences: list[str] = []
+    start = i = 0
+    while i < len(flat):
+        char = flat[i]
+        if char in SPACED_ENDS or char in UNSPACED_ENDS:
+            end = i + 1
+            while end < len(flat) and (flat[end] in SPACED_ENDS or flat[end] in UNSPACED_ENDS or flat[end] in CLOSERS):
+                end += 1
+            unspaced = any(c in UNSPACED_ENDS for c in flat[i:end])
+            spaced = end < len(flat) and flat[end] == " " and end + 1 < len(flat) and not flat[end + 1].islower()
+            if unspaced or spaced:
+                sentences.append(flat[start:end].strip())
+                start = i = end
+                continue
+            i = end
+            continue
+        i += 1
+    sentences.append(flat[start:].strip())
+    return [s for s in sentences if re.search(r"\w", s)]
 
 
 def split_story(text: str) -> list[SceneSpec]:
@@ -42,8 +72,7 @@ def split_story(text: str) -> list[SceneSpec]:
     current: list[str] = []
     for sentence in split_sentences(text):
         current.append(sentence)
-        words = len(" ".join(current).split())
-        if words / READING_WORDS_PER_SECOND >= TARGET_SCENE_SECONDS:
+        if reading_words(join_sentences(current)) / READING_WORDS_PER_SECOND >= TARGET_SCENE_SECONDS:
             scenes.append(_scene(current))
             current = []
     if current:
@@ -51,8 +80,17 @@ def split_story(text: str) -> list[SceneSpec]:
     return scenes
 
 
+def join_sentences(sentences: list[str]) -> str:
+    """Sentences back into text: with a space, but none after 。！？ (scripts without spaces)."""
+    text = ""
+    for sentence in sentences:
+        unspaced = text.rstrip(CLOSERS)[-1:] in tuple(UNSPACED_ENDS)
+        text = f"{text}{sentence}" if not text or unspaced else f"{text} {sentence}"
+    return text
+
+
 def _scene(sentences: list[str]) -> SceneSpec:
-    narration = " ".join(sentences)
+    narration = join_sentences(sentences)
     return SceneSpec(narration=narration, prompt=fit_prompt(narration))
 
 

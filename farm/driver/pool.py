@@ -1,0 +1,263 @@
+"""The worker pool: render actors that follow the cluster as it grows and shrinks.
+
+Every second or so the dispatcher asks the pool to ``balance`` against the work
+that can run at once. The pool places actors node by node (a hard node
+affinity), as many per node as its GPUs allow (two per GPU with
+``render.gpus_per_worker: 0.5``; per ``cpus_per_worker`` CPUs on a cluster with
+no GPU): new nodes get actors, actors on nodes that left are dropped, idle
+actors beyond the work left are let go. On a cluster it joined, the pool asks
+the autoscaler for the workers the film can use (``request_resources``) and
+withdraws the request when it stops.
+
+A node where workers died or scene code failed ``dispatch.bad_node_failures``
+times gets no new actors for this film (``bad``, with the reason).
+
+Workers still loading their models are waited on by the dispatcher in the same
+``ray.wait`` as the frame streams (``loading``): nothing blocks on a worker the
+cluster cannot place yet.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+from farm.errors import ClusterError, FarmError
+from farm.spec import FilmSpec
+
+# Replacing dead workers is free for the scenes, but not endless.
+MAX_WORKER_REPLACEMENTS = 20
+BALANCE_EVERY_S = 1.0
+
+
+def worker_label(info: dict[str, Any]) -> str:
+    return f"{info['host']} node {info['node'][:12]}"
+
+
+class WorkerPool:
+    def __init__(self, spec: FilmSpec, say: Callable[[str], None], emit: Callable[..., None],
+                 joined: bool) -> None:
+        import ray
+
+        self.ray = ray
+        self.spec = spec
+        self.say = say
+        self.emit = emit
+        self.joined = joined  # a cluster we did not start: it may grow (autoscaler) and shrink
+        self.idle: list[Any] = []
+        self.loading: dict[Any, Any] = {}  # load() reference -> worker
+        self.info: dict[Any, dict[str, Any]] = {}  # loaded workers -> where they run
+        self.node_of: dict[Any, str] = {}  # every live worker -> the node it was placed on
+        self.strikes: dict[str, list[str]] = {}
+        self.bad: dict[str, str] = {}  # node -> why it is avoided
+        self.hosts: dict[str, str] = {}
+        self.history: list[dict[str, Any]] = []  # every worker that was ready in this run
+        self.losses = 0
+        self.requested = -1
+        self.last_balance = 0.0
+        self.mode = ""
+
+    # --- what one worker asks for -----------------------------------------------------------
+
+    def choose_mode(self) -> None:
+        """GPU actors, or CPU actors on a cluster without GPUs (device auto or cpu)."""
+        r = self.spec.render
+        resources = self.ray.cluster_resources()
+        gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+        if r.device == "cpu":
+            self.mode = "cpu"
+        elif gpus > 0 or r.device == "cuda" or (self.joined and cpus < r.cpus_per_worker):
+            self.mode = "gpu"  # on a cluster that joins GPU nodes later, wait for them
+        else:
+            self.mode = "cpu"
+        if self.joined:
+            return
+        if self.mode == "gpu" and gpus == 0:
+            raise ClusterError("render.device: 'cuda' was asked for but the Ray cluster has no GPU")
+        if self.mode == "cpu" and cpus < r.cpus_per_worker:
+            raise ClusterError(f"render.cpus_per_worker: {r.cpus_per_worker} CPUs asked, the cluster has {cpus:g}")
+
+    def bundle(self) -> dict[str, float]:
+        r = self.spec.render
+        if self.mode == "gpu":
+            return {"GPU": r.gpus_per_worker, "CPU": r.cpus_per_worker}
+        return {"CPU": r.cpus_per_worker}
+
+    def slots(self, resources: dict[str, float]) -> tuple[int, dict[str, Any]]:
+        """How many workers a node with these total resources holds, and each one's options."""
+        r = self.spec.render
+        cpus = resources.get("CPU", 0)
+        if self.mode == "gpu":
+            count = int(resources.get("GPU", 0) / r.gpus_per_worker + 1e-9)
+            per_cpu = min(r.cpus_per_worker, cpus)
+            if per_cpu > 0:
+                count = min(count, int(cpus / per_cpu + 1e-9))
+            return count, {"num_gpus": r.gpus_per_worker, "num_cpus": per_cpu}
+        return int(cpus // r.cpus_per_worker), {"num_cpus": r.cpus_per_worker}
+
+    # --- following the cluster ----------------------------------------------------------------
+
+    def start(self, wanted: int, worker_class: Optional[type] = None) -> None:
+        from farm.driver.worker import SceneWorker
+
+        self.choose_mode()
+        self.actor_class = self.ray.remote(worker_class or SceneWorker)
+        self.balance(wanted, force=True)
+
+    def balance(self, wanted: int, force: bool = False) -> None:
+        """Workers for ``wanted`` jobs at most, on the live nodes that are not avoided."""
+        now = time.monotonic()
+        if not force and now - self.last_balance < BALANCE_EVERY_S:
+            return
+        self.last_balance = now
+        cap = self.spec.render.workers
+        wanted = min(wanted, cap) if cap else wanted
+        self.ask_autoscaler(wanted)
+        nodes = {n["NodeID"]: n for n in self.ray.nodes() if n.get("Alive")}
+        for worker, node in list(self.node_of.items()):
+            if node not in nodes and (worker in self.idle or worker in self.loading.values()):
+                self.drop(worker, "its node left the cluster")
+        # Idle workers beyond the work left are let go (their GPUs may serve another job).
+        while len(self.node_of) > wanted and self.idle:
+            self.drop(self.idle[-1], None)
+        free: list[tuple[str, dict[str, Any]]] = []
+        for node_id, node in nodes.items():
+            if node_id in self.bad:
+                continue
+            self.hosts.setdefault(node_id, node.get("NodeManagerHostname", "?"))
+            count, options = self.slots(node.get("Resources", {}))
+            used = sum(1 for n in self.node_of.values() if n == node_id)
+            free += [(node_id, options)] * max(0, count - used)
+        # Spread: one per node in turn, so every node renders.
+        order: list[tuple[str, dict[str, Any]]] = []
+        by_node: dict[str, list[dict[str, Any]]] = {}
+        for node_id, options in free:
+            by_node.setdefault(node_id, []).append(options)
+        while any(by_node.values()):
+            for node_id in list(by_node):
+                if by_node[node_id]:
+                    order.append((node_id, by_node[node_id].pop()))
+        for node_id, options in order[: max(0, wanted - len(self.node_of))]:
+            self.add(node_id, options)
+
+    def ask_autoscaler(self, wanted: int) -> None:
+        if not self.joined or wanted == self.requested:
+            return
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[self.bundle()] * wanted)
+        self.requested = wanted
+        self.emit("autoscaler", bundles=wanted, bundle=self.bundle())
+
+    def add(self, node_id: str, options: dict[str, Any]) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        worker = self.actor_class.options(
+            **options, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        ).remote(self.spec.render.cpus_per_worker)
+        ref = worker.load.remote(self.spec.models, self.spec.video.size, self.spec.render.device)
+        self.loading[ref] = worker
+        self.node_of[worker] = node_id
+        self.emit("worker", state="starting", node=node_id, host=self.hosts.get(node_id), workers=len(self.info))
+
+    def loaded(self, ref: Any) -> None:
+        """A worker's load() returned: it joins the idle workers, or is dropped if it died."""
+        worker = self.loading.pop(ref)
+        try:
+            info = self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, FarmError):  # a bad model name or missing weights: the user's to fix
+                raise cause from None
+            raise
+        except self.ray.exceptions.RayError as exc:  # died, or its node went before it started
+            self.say(f"a worker died while loading its models ({type(exc).__name__}); starting another")
+            self.lost(worker, f"a worker died while loading ({type(exc).__name__})")
+            return
+        self.info[worker] = info
+        self.history.append(info)
+        self.idle.append(worker)
+        self.say(f"worker ready on {worker_label(info)} ({info['device']}); {len(self.info)} in the pool")
+        self.emit("worker", state="ready", node=info["node"], host=info["host"], pid=info["pid"],
+                  workers=len(self.info))
+
+    def label(self, worker: Any) -> str:
+        return worker_label(self.info[worker])
+
+    def node(self, worker: Any) -> Optional[str]:
+        return self.node_of.get(worker)
+
+    # --- losing workers -----------------------------------------------------------------------
+
+    def drop(self, worker: Any, reason: Optional[str]) -> None:
+        """Forget a worker and stop its actor; the next balance starts others where there is room."""
+        node = self.node_of.pop(worker, None)
+        info = self.info.pop(worker, None)
+        if worker in self.idle:
+            self.idle.remove(worker)
+        for ref, other in list(self.loading.items()):
+            if other is worker:
+                del self.loading[ref]
+        try:
+            self.ray.kill(worker, no_restart=True)
+        except Exception:  # already gone with its node
+            pass
+        if reason:
+            self.emit("worker", state="dropped", node=node, host=(info or {}).get("host"), reason=reason,
+                      workers=len(self.info))
+        self.last_balance = 0.0
+
+    def lost(self, worker: Any, reason: str) -> None:
+        """A worker died under us: dropped, and a strike against its node if the node lives on."""
+        node = self.node_of.get(worker)
+        self.drop(worker, reason)
+        self.losses += 1
+        if self.losses > MAX_WORKER_REPLACEMENTS:
+            raise ClusterError(f"workers died {self.losses} times; the cluster is not healthy")
+        if node and self.node_alive(node):
+            self.strike(node, reason)
+
+    def node_alive(self, node_id: str) -> bool:
+        return any(n["NodeID"] == node_id and n.get("Alive") for n in self.ray.nodes())
+
+    def strike(self, node_id: str, reason: str) -> None:
+        """One more failure on a node; past the spec's threshold the node is avoided for this film."""
+        if node_id in self.bad:
+            return
+        strikes = self.strikes.setdefault(node_id, [])
+        strikes.append(reason)
+        if len(strikes) < self.spec.dispatch.bad_node_failures:
+            return
+        why = f"{len(strikes)} failure(s): {'; '.join(strikes[-3:])}"
+        self.bad[node_id] = why
+        host = self.hosts.get(node_id, "?")
+        self.say(f"avoiding node {node_id[:12]} ({host}) for this film: {why}")
+        self.emit("node", state="avoided", node=node_id, host=host, reason=why)
+        for worker, node in list(self.node_of.items()):
+            if node == node_id and (worker in self.idle or worker in self.loading.values()):
+                self.drop(worker, "its node is avoided")
+
+    def check_placeable(self) -> None:
+        """Every node avoided and nothing else can come: say so rather than wait forever."""
+        if self.node_of or self.joined or not self.bad:
+            return
+        nodes = [n["NodeID"] for n in self.ray.nodes() if n.get("Alive")]
+        usable = [n for n in nodes if n not in self.bad]
+        if not usable or all(self.slots(n.get("Resources", {}))[0] == 0
+                             for n in self.ray.nodes() if n.get("Alive") and n["NodeID"] in usable):
+            raise ClusterError("every node that can hold a worker is avoided after repeated failures: "
+                               + "; ".join(f"{n[:12]}: {why}" for n, why in self.bad.items()))
+
+    def stop(self) -> None:
+        for worker in list(self.node_of):
+            try:
+                self.ray.kill(worker, no_restart=True)
+            except Exception:
+                pass
+        self.node_of.clear()
+        if self.joined and self.requested > 0:
+            from ray.autoscaler.sdk import request_resources
+
+            request_resources(bundles=[])  # give the request back: idle nodes may go
+            self.requested = 0
+            self.emit("autoscaler", bundles=0, bundle=self.bundle())

@@ -1,0 +1,86 @@
+"""The cluster configs agree: one set of pinned versions for pyproject.toml, the launcher configs,
+the image and KubeRay; the image is layered for caching and runs as a user; token auth is on."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+from packaging.requirements import Requirement
+
+from conftest import ROOT
+
+
+def pins() -> dict[str, Requirement]:
+    lines = (ROOT / "cluster" / "constraints.txt").read_text().splitlines()
+    reqs = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    return {canonical(r.name): r for r in reqs}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pinned_version(req: Requirement) -> str:
+    (spec,) = req.specifier
+    assert spec.operator == "==", f"{req}: a pin is ==VERSION"
+    return spec.version
+
+
+def test_every_dependency_is_pinned_inside_pyproject_ranges():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = {canonical(Requirement(d).name): Requirement(d) for d in project["dependencies"]}
+    locked = pins()
+    assert set(deps) == set(locked), set(deps) ^ set(locked)
+    for name, dep in deps.items():
+        version = pinned_version(locked[name])
+        assert dep.specifier.contains(version, prereleases=True), f"{name}=={version} is outside {dep.specifier}"
+        assert dep.extras == locked[name].extras, name
+
+
+def test_launcher_configs_install_the_pins_and_start_ray_with_token_auth():
+    for config in (ROOT / "cluster.yaml", ROOT / "cluster" / "onprem.yaml"):
+        data = yaml.safe_load(config.read_text())
+        installs = [c for c in data["setup_commands"] if "pip install" in c and "farm" in c and "upgrade" not in c]
+        assert installs and all("-c " in c and "cluster/constraints.txt" in c for c in installs), config
+        starts = data["head_start_ray_commands"] + data["worker_start_ray_commands"]
+        assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c), config
+        assert any("--dashboard-host=127.0.0.1" in c for c in data["head_start_ray_commands"]), config
+        assert any(target.endswith(".ray/auth_token") for target in data["file_mounts"]), config
+        assert not any("request_resources" in c for c in data["setup_commands"])
+
+
+def test_the_image_installs_pins_before_the_source_and_runs_as_a_user():
+    text = (ROOT / "cluster" / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    position = {key: next(i for i, line in enumerate(lines) if key in line)
+                for key in ("pip install --no-cache-dir -r /opt/farm/cluster/constraints.txt",
+                            "STAGE_WEIGHTS=0", "COPY --chown=ray:ray farm", "USER ray")}
+    order = sorted(position, key=position.get)
+    assert order == list(position), order  # pins, weights, source, user: code edits keep the heavy layers
+    assert "--no-deps" in next(line for line in lines if "pip install" in line and "-e /opt/farm" in line)
+    users = [line for line in lines if line.startswith("USER ")]
+    assert users and users[-1] != "USER root"
+    python = re.search(r"FROM python:(\d+\.\d+)", text).group(1)
+    import tomllib
+
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    from packaging.specifiers import SpecifierSet
+
+    assert SpecifierSet(requires).contains(python + ".0")
+
+
+def test_kuberay_names_the_pinned_ray_and_turns_token_auth_on():
+    cluster = yaml.safe_load((ROOT / "cluster" / "kuberay.yaml").read_text())
+    assert cluster["spec"]["rayVersion"] == pinned_version(pins()["ray"])
+    assert cluster["spec"]["authOptions"] == {"mode": "token"}
+    assert cluster["spec"]["enableInTreeAutoscaling"] is True
+    head = cluster["spec"]["headGroupSpec"]["rayStartParams"]
+    assert head["dashboard-host"] == "127.0.0.1"
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    images = re.findall(r"image: (\S+)", (ROOT / "cluster" / "kuberay.yaml").read_text())
+    assert images and all(image.endswith(f":{version}") for image in images)

@@ -1,0 +1,243 @@
+"""The farm on a logical multi-node cluster that changes under it (issue 9).
+
+Nodes join and leave mid-film, a node whose workers keep dying is avoided, a
+scene lost mid-way resumes from its last state on another node, and a driver
+killed with SIGKILL is continued with ``farm render --resume``. Every film is
+compared byte for byte with a clean render of the same spec.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from farm.driver.render import render_film
+from farm.spec import spec_from_dict
+
+from conftest import decode_video, tiny_film
+
+HEALTH_CHECK = {
+    "RAY_health_check_initial_delay_ms": "0",
+    "RAY_health_check_period_ms": "300",
+    "RAY_health_check_timeout_ms": "300",
+    "RAY_health_check_failure_threshold": "3",
+}
+GPU_NODE = {"num_cpus": 2, "num_gpus": 1}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node for the driver (no CPU, no GPU) and three worker nodes with one logical GPU each."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    saved = {k: os.environ.get(k) for k in HEALTH_CHECK}
+    os.environ.update(HEALTH_CHECK)
+    temp = tempfile.mkdtemp(prefix="farmel", dir="/tmp")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp, "include_dashboard": False})
+    for _ in range(3):
+        cluster.add_node(**GPU_NODE)
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def frames_of(film_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(film_dir)): p.read_bytes() for p in sorted(film_dir.glob("scenes/*/frame_*.png"))}
+
+
+def ranges_nodes(manifest: dict) -> list[str]:
+    return [r["node"] for s in manifest["scenes"] for r in s["ranges"]]
+
+
+def covered_once(manifest: dict) -> bool:
+    """Every frame of every scene lies in exactly one written range (no frame written twice)."""
+    for scene in manifest["scenes"]:
+        seen = [f for r in scene["ranges"] for f in range(r["first"], r["last"] + 1)]
+        if sorted(seen) != list(range(scene["frames_expected"])):
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def reference(cluster, tmp_path_factory):
+    """A clean render with one worker: what every other run of the same film must equal."""
+    def render(data, name):
+        spec = spec_from_dict(data, overrides=["render.workers=1"])
+        result = render_film(spec, out=tmp_path_factory.mktemp(name))
+        return frames_of(result.path)
+    return render
+
+
+def film(title, scenes, frames, reseed="independent", **dispatch):
+    data = tiny_film(title, scenes=scenes, duration=1.0, fps=frames)
+    data["render"].update(reseed=reseed, device="auto")  # GPU actors (logical GPUs; the models run on CPU)
+    data["dispatch"] = {"state_every": 1, **dispatch}
+    return data
+
+
+def test_workers_spread_over_nodes_two_per_gpu_and_the_film_matches_one_worker(cluster, reference, tmp_path):
+    data = film("Spread Half", scenes=4, frames=6)
+    data["render"].update(gpus_per_worker=0.5, workers=4)
+    events = []
+    result = render_film(spec_from_dict(data), out=tmp_path, events=events.append)
+    nodes = {n.node_id for n in cluster.worker_nodes}
+    per_node = {}
+    for worker in result.workers:
+        per_node[worker["node"]] = per_node.get(worker["node"], 0) + 1
+        assert worker["resources"].get("GPU") == 0.5, result.workers
+    # Four workers on three one-GPU nodes: every node holds one, one GPU holds two.
+    assert set(per_node) == nodes and sorted(per_node.values()) == [1, 1, 2]
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert covered_once(manifest) and set(ranges_nodes(manifest)) == nodes  # every node renders
+    assert frames_of(result.path) == reference(data, "spread-ref")
+    assert len(decode_video(result.video)) == 24
+    # A joined cluster may autoscale: farm asked for the workers it could use, then gave the request back.
+    asked = [e["bundles"] for e in events if e["event"] == "autoscaler"]
+    assert asked[0] == 4 and asked[-1] == 0
+
+
+def test_a_node_that_joins_mid_film_gets_work(cluster, tmp_path):
+    import time
+
+    data = film("Joiner", scenes=6, frames=6, in_flight=1)
+    joined, ready = [], []
+
+    def on_event(event):
+        if event["event"] == "frames" and not joined:
+            joined.append(cluster.add_node(**GPU_NODE))
+        elif event["event"] == "worker" and event["state"] == "ready" and joined and event["node"] == joined[0].node_id:
+            ready.append(event)
+        elif event["event"] == "frames" and not ready:
+            # A new worker takes many seconds to start on a busy 2-core machine: slow the film down
+            # meanwhile (the other workers stall after one frame, in_flight=1) so scenes still wait.
+            time.sleep(1.0)
+
+    result = render_film(spec_from_dict(data), out=tmp_path, events=on_event)
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert joined and joined[0].node_id in {w["node"] for w in result.workers}
+    assert joined[0].node_id in ranges_nodes(manifest)
+    cluster.remove_node(joined[0])
+
+
+def test_a_node_whose_workers_die_is_avoided(cluster, tmp_path):
+    data = film("Bad Node", scenes=2, frames=2, bad_node_failures=1)
+    killed = []
+
+    def on_event(event):
+        if event["event"] == "worker" and event["state"] == "ready" and not killed:
+            os.kill(event["pid"], signal.SIGKILL)  # its node lives on: the node is to blame
+            killed.append(event["node"])
+
+    result = render_film(spec_from_dict(data), out=tmp_path, events=on_event)
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert [b["node"] for b in manifest["bad_nodes"]] == killed
+    assert "died" in manifest["bad_nodes"][0]["reason"]
+    assert killed[0] not in ranges_nodes(manifest)
+    assert [w["node"] for w in result.workers].count(killed[0]) == 1  # no worker started there again
+    assert all(s["state"] == "done" for s in manifest["scenes"])
+
+
+@pytest.mark.parametrize("graceful", [False, True])
+def test_a_node_lost_mid_scene_resumes_there_without_rendering_a_frame_twice(cluster, reference, tmp_path, graceful):
+    data = film(f"Lost Mid {graceful}", scenes=1, frames=8)
+    data["render"]["workers"] = 1
+    lost = []
+
+    def on_event(event):
+        if event["event"] == "frames" and event["frames_done"] >= 3 and not lost:
+            node = next(n for n in cluster.worker_nodes if n.node_id == event_node[0])
+            lost.append(node.node_id)
+            cluster.remove_node(node, allow_graceful=graceful)
+        elif event["event"] == "scene" and event["state"] == "started":
+            event_node[:] = [event["node"]]
+
+    event_node = [None]
+    events = []
+    result = render_film(spec_from_dict(data), out=tmp_path, events=lambda e: (events.append(e), on_event(e)))
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    resumed = [e for e in events if e["event"] == "scene" and e["state"] == "resumed"]
+    assert lost and resumed and resumed[0]["frame"] >= 3 and resumed[0]["node"] != lost[0]
+    assert covered_once(manifest)
+    assert manifest["scenes"][0]["ranges"][0]["node"] == lost[0]
+    assert frames_of(result.path) == reference(data, f"lost-ref-{graceful}")
+    cluster.add_node(**GPU_NODE)  # the next test has three nodes again
+
+
+def test_a_killed_driver_is_continued_with_resume(cluster, reference, tmp_path):
+    spec_file = tmp_path / "film.yaml"
+    data = film("Killed Driver", scenes=2, frames=8)
+    spec_file.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    farm = Path(sys.executable).with_name("farm")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    driver = subprocess.Popen([str(farm), "render", str(spec_file), "--out", str(out), "--address", cluster.address,
+                               "--progress", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in driver.stdout:
+            event = json.loads(line)
+            if event["event"] == "frames" and event["frames_done"] >= 3:
+                driver.send_signal(signal.SIGKILL)
+                break
+    finally:
+        driver.kill()
+        driver.wait()
+    film_dir = out / "killed-driver"
+    before = {p: p.stat().st_mtime_ns for p in film_dir.glob("scenes/*/frame_*.png")}
+    states = list(film_dir.glob("scenes/*/state.npz"))
+    assert 3 <= len(before) < 16 and states
+
+    from conftest import run_farm
+
+    again = run_farm("render", str(spec_file), "--out", str(out), "--address", cluster.address, "--resume",
+                     "--progress", "json")
+    assert again.returncode == 0, again.stderr
+    lines = [json.loads(line) for line in again.stdout.splitlines()]
+    said = " ".join(e.get("text", "") for e in lines if e["event"] == "message")
+    assert "resuming:" in said and "part-done: scene" in said
+    assert lines[-1]["event"] == "done" and lines[-1]["video"] == str(film_dir / "film.mp4")
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing on disk rendered again
+    manifest = json.loads((film_dir / "manifest.json").read_text())
+    assert covered_once(manifest)
+    assert frames_of(film_dir) == reference(data, "killed-ref")
+    assert not list(film_dir.glob("scenes/*/state.npz"))
+
+
+def test_a_changed_scene_is_rendered_again_with_rerender_changed_and_quiet_prints_the_path(cluster, tmp_path):
+    from conftest import run_farm
+
+    data = film("Changed Scene", scenes=2, frames=2)
+    spec_file = tmp_path / "film.yaml"
+    spec_file.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    first = render_film(spec_from_dict(data), out=out)
+    kept = {p: p.stat().st_mtime_ns for p in first.path.glob("scenes/000/frame_*.png")}
+    old_second = frames_of(first.path)
+    args = ["render", str(spec_file), "--out", str(out), "--address", cluster.address,
+            "--set", "scenes.1.prompt=a red kite over the snow"]
+    again = run_farm(*args, "--rerender-changed", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == f"{first.video}\n" and again.stderr == ""
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # scene 1 untouched
+    now = frames_of(first.path)
+    assert all(now[k] != old_second[k] for k in now if k.startswith("scenes/001"))
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    assert manifest["changed"] == ["scenes[1].prompt"]

@@ -1,0 +1,202 @@
+"""The openai client against a loopback server speaking the OpenAI protocol: every failure
+gets one line naming the cause and what to do, exit 2, and no file written or changed."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import yaml
+
+from farm.errors import LLMError
+from farm.spec import LLMSpec
+from farm.writing.llm import LLMClient, parse_json, BadAnswer
+
+from openai_server import (FakeOpenAI, Scripted, chat_answer, clean_env, error, error_line, farm,  # noqa: F401
+                           free_port, llm_args, server)
+
+KEY = "sk-test-SECRET-4242-abcdef"
+
+
+# --- farm story: each failure of the server or the model ----------------------------------------
+
+FAILURES = [
+    ("403", [error(403, "You are not allowed to sample from this model")], {},
+     r"may not use this model or endpoint \(403: You are not allowed.*\); use a key that may, or another llm.model"),
+    ("unknown model", [], {"model": "no-such-model"},
+     r"not found \(404: The model `no-such-model` does not exist.\): the server has no model 'no-such-model'"),
+    ("429 every time", [error(429, "Rate limit reached", headers={"retry-after-ms": "1"})] * 4, {},
+     r"rate limited \(429: Rate limit reached\) after 4 attempts; wait a while and run again"),
+    ("quota", [error(429, "You exceeded your current quota", "insufficient_quota")], {},
+     r"the account's quota is used up"),
+    ("retry-after too long", [error(429, "slow down", headers={"retry-after": "3600"})], {},
+     r"rate limited \(429: slow down\), and the server asks to wait 3600 s \(more than llm.max_retry_wait=60\)"),
+    ("500 every time", [error(500, "boom")] * 4, {},
+     r"the server failed \(500: boom\) after 4 attempts; run again later"),
+    ("timeout", [Scripted(delay=1.5, body={})] * 2, {"timeout": 0.3, "retries": 1},
+     r"no answer within llm.timeout=0.3 s after 2 attempts; raise llm.timeout"),
+    ("body not JSON", [Scripted(raw=b"<html>gateway</html>")], {},
+     r"the server's answer is not JSON .*it usually ends in /v1"),
+    ("no choices", [Scripted(body={"object": "chat.completion", "choices": []})], {},
+     r"the server's answer holds no choices"),
+    ("length", [chat_answer("Once upon a", finish_reason="length")], {},
+     r"the answer was cut off at llm.max_tokens=1500 tokens; raise llm.max_tokens"),
+    ("refusal", [chat_answer(None, refusal="I can't help with that.")], {},
+     r"the model refused \(I can't help with that.\); change the seed phrase"),
+    ("content filter", [chat_answer("", finish_reason="content_filter")], {}, r"the model refused \(content filter\)"),
+    ("empty", [chat_answer("   ")], {}, r"the model gave an empty answer"),
+    ("400", [error(400, "max_tokens is too large")], {},
+     r"the server refused the request \(400: max_tokens is too large\); check the llm settings"),
+]
+
+
+@pytest.mark.parametrize("name,answers,settings,message", FAILURES, ids=[f[0] for f in FAILURES])
+def test_story_failure_is_one_line_and_writes_nothing(tmp_path, capsys, server, name, answers, settings, message):
+    server.script(*answers)
+    out = tmp_path / "film.yaml"
+    code, stdout, err = farm(capsys, "story", "Yeti Tardigrade", "--out", str(out), *llm_args(server.url, **settings))
+    assert code == 2
+    line = error_line(err)
+    assert line.startswith(f"farm: error: llm ({server.url}, model ")
+    assert re.search(message, line), line
+    assert not out.exists() and not (tmp_path / "film.candidates").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_connection_refused_is_not_retried(tmp_path, capsys):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    code, _, err = farm(capsys, "story", "Yeti", "--out", str(tmp_path / "f.yaml"), *llm_args(url))
+    assert code == 2
+    assert "cannot connect" in error_line(err) and "start the server, or set llm.base_url" in err
+    assert "retrying" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rate_limit_waits_as_the_server_says_then_succeeds(tmp_path, capsys, server):
+    server.script(error(429, "slow down", headers={"retry-after-ms": "150"}), error(503, "warming up"))
+    out = tmp_path / "film.yaml"
+    code, _, err = farm(capsys, "story", "Yeti", "--out", str(out), *llm_args(server.url))
+    assert code == 0, err
+    assert "rate limited (429: slow down); retrying in 0.15 s (2 of 4)" in err
+    assert "server unavailable (503: warming up); retrying in 0.002 s (3 of 4)" in err  # 0.001 doubled
+    assert len(server.requests) == 3
+    assert yaml.safe_load(out.read_text())["story"]["text"].startswith("In a drop of meltwater")
+
+
+def test_retry_after_is_honoured_in_time(server):
+    times = []
+    server.script(error(429, "wait", headers={"retry-after-ms": "200"}))
+    client = LLMClient(LLMSpec(base_url=server.url, model="fake", retry_wait=0.001), environ={},
+                       sleep=lambda s: (times.append(s), time.sleep(s)))
+    started = time.monotonic()
+    client.ask("s", "u", 0.5)
+    assert times == [0.2]
+    assert time.monotonic() - started >= 0.2
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+def test_wrong_key_message_never_repeats_the_key(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAI(key="sk-the-right-one") as server:
+        code, out, err = farm(capsys, "story", "Yeti", "--out", str(tmp_path / "f.yaml"), *llm_args(server.url))
+        assert server.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"  # it was sent ...
+    assert code == 2
+    line = error_line(err)
+    assert "the server refused the API key (401: Incorrect API key provided: ***.); set $OPENAI_API_KEY" in line
+    assert KEY not in err + out  # ... and never shown
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_key_says_which_variable_to_set(tmp_path, capsys):
+    with FakeOpenAI(key="sk-the-right-one") as server:
+        code, _, err = farm(capsys, "story", "Yeti", "--out", str(tmp_path / "f.yaml"),
+                            *llm_args(server.url, api_key_env="MY_LLM_KEY"))
+    assert code == 2 and "no key was sent: set $MY_LLM_KEY" in error_line(err)
+
+
+def test_key_reaches_the_server_and_no_file_or_log(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FARM_TEST_KEY", KEY)
+    monkeypatch.chdir(tmp_path)
+    with FakeOpenAI(key=KEY) as server:
+        args = llm_args(server.url, api_key_env="FARM_TEST_KEY", candidates=2)
+        code, out, err = farm(capsys, "story", "Yeti Tardigrade", "--pick", "2", *args)
+        assert code == 0, err
+        code2, out2, err2 = farm(capsys, "plan", "yeti-tardigrade.yaml", "--out", "planned.yaml")
+        assert code2 == 0, err2
+        assert all(r["headers"]["authorization"] == f"Bearer {KEY}" for r in server.requests)
+        assert len(server.requests) == 3  # two stories, one plan
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {p.name for p in files} == {"yeti-tardigrade.yaml", "planned.yaml", "candidate_1.yaml", "candidate_2.yaml"}
+    for path in files:
+        assert KEY not in path.read_text(encoding="utf-8"), path
+    assert KEY not in out + err + out2 + err2
+    saved = yaml.safe_load((tmp_path / "planned.yaml").read_text())
+    assert saved["llm"]["api_key_env"] == "FARM_TEST_KEY" and saved["story"]["candidate"] == 2
+
+
+def test_password_in_the_url_is_not_saved(tmp_path, capsys, server):
+    url = server.url.replace("http://", "http://user:hunter2@")
+    out = tmp_path / "f.yaml"
+    code, stdout, err = farm(capsys, "story", "Yeti", "--out", str(out), *llm_args(url))
+    assert code == 0, err
+    assert "authorization" in server.requests[0]["headers"]
+    assert "hunter2" not in out.read_text() + err + stdout
+    assert yaml.safe_load(out.read_text())["llm"]["base_url"] == server.url
+
+
+# --- JSON answers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text,expected", [
+    ('{"scenes": []}', {"scenes": []}),
+    ('Sure!\n```json\n{"a": [1, 2]}\n```\nHope that helps.', {"a": [1, 2]}),
+    ('Here you go: {"a": "b"} -- enjoy', {"a": "b"}),
+    ('```\n[{"x": 1}]\n```', [{"x": 1}]),
+])
+def test_tolerant_json(text, expected):
+    assert parse_json(text) == expected
+
+
+def test_not_json_at_all():
+    with pytest.raises(BadAnswer, match="not valid JSON"):
+        parse_json("I'd rather tell you a story about a yeti.")
+
+
+def test_base_url_from_the_environment(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    client = LLMClient(LLMSpec(model="fake"))
+    assert client.ask("s", "u", 0.1).startswith("In a drop")
+    assert server.requests[0]["path"] == "/v1/chat/completions"
+
+
+def test_chat_request_carries_the_settings(server):
+    client = LLMClient(LLMSpec(base_url=server.url, model="fake", temperature=0.3, max_tokens=77, seed=5), environ={})
+    client.ask("system words", "user words", 0.3)
+    body = server.requests[0]["body"]
+    assert body["model"] == "fake" and body["temperature"] == 0.3 and body["max_tokens"] == 77 and body["seed"] == 5
+    assert body["messages"] == [{"role": "system", "content": "system words"}, {"role": "user", "content": "user words"}]
+
+
+def test_llm_error_is_a_farm_error():
+    from farm.errors import FarmError
+
+    assert issubclass(LLMError, FarmError) and LLMError.exit_code == 2
+
+
+def test_bad_llm_settings_name_the_field(capsys, tmp_path):
+    for setting, field in [("llm.retries=-1", "llm.retries"), ("llm.timeout=0", "llm.timeout"),
+                           ("llm.base_url=localhost:8000", "llm.base_url"), ("llm.candidates=0", "llm.candidates"),
+                           ("llm.structured=yaml", "llm.structured"), ("llm.api_key_env=sk-123", "llm.api_key_env")]:
+        code, _, err = farm(capsys, "story", "Yeti", "--out", str(tmp_path / "f.yaml"), "--set", setting)
+        assert code == 2 and error_line(err).startswith(f"farm: error: {field}: "), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nothing_configured_says_how_to_configure(capsys, tmp_path):
+    code, _, err = farm(capsys, "story", "Yeti", "--out", str(tmp_path / "f.yaml"))
+    assert code == 2
+    assert "no LLM configured to write a story: set $OPENAI_API_KEY for OpenAI, or llm.base_url" in error_line(err)
+
