@@ -32,14 +32,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=Recipe.learning_rate)
     parser.add_argument("--temperature", type=float, default=Recipe.temperature)
     parser.add_argument("--threads", type=int, default=Recipe.threads)
-    parser.add_argument("--fast", action="store_true", help="a tiny debugging run (200 steps, batch 32)")
+    parser.add_argument("--fast", action="store_true", help="a tiny debugging run (60 steps, batch 32)")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--out", type=Path, default=WEIGHTS)
     args = parser.parse_args()
     recipe = Recipe(seed=args.seed, steps=args.steps, batch=args.batch, learning_rate=args.lr, threads=args.threads,
                     temperature=args.temperature)
     if args.fast:
-        recipe = dataclasses.replace(recipe, steps=200, batch=32)
+        recipe = dataclasses.replace(recipe, steps=60, batch=32)
     print(f"recipe: {dataclasses.asdict(recipe)}", flush=True)
     wall = time.time()
     cpu = time.process_time()
