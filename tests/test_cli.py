@@ -108,3 +108,21 @@ def test_an_address_with_no_cluster_is_one_line(tmp_path):
     spec = write_spec(tmp_path / "f.yaml", tiny_film("No Cluster"))
     result = run_farm("render", str(spec), "--out", str(tmp_path / "out"), "--address", "127.0.0.1:1", timeout=60)
     assert_one_line_error(result, "--address", "127.0.0.1:1", after_progress=True)
+
+
+def test_the_example_film_renders_as_the_readme_says(tmp_path):
+    """The Yeti Tardigrade example with the tiny preset: crossfades, narration where espeak-ng is
+    installed (scripts/setup installs it), soft subtitles, SRT, VTT, contact sheet and poster."""
+    from conftest import EXAMPLE
+
+    result = run_farm("render", str(EXAMPLE), "--preset", "tiny", "--out", str(tmp_path), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    film = tmp_path / "yeti-tardigrade"
+    assert result.stdout.strip() == str(film / "film.mp4")
+    for name in ("film.srt", "film.vtt", "contact.png", "poster.png"):
+        assert (film / name).is_file(), name
+    import av
+
+    with av.open(str(film / "film.mp4")) as container:
+        assert len(container.streams.audio) == 1 and len(container.streams.subtitles) == 1
+        assert container.streams.video[0].base_rate == 12

@@ -28,7 +28,9 @@ def verify_film(path: Path, timeline: Timeline, size: int, codec: str, audio: bo
         found = {
             "codec": video.codec_context.name,
             "size": (video.width, video.height),
-            "fps": video.average_rate,
+            # The stream's declared rate. The average rate is frames over the muxed duration, which
+            # the muxer may shorten by a few ticks when audio is interleaved (12.0002 for 12).
+            "fps": video.base_rate or video.guessed_rate or video.average_rate,
             "audio": len(container.streams.audio),
             "subtitles": len(container.streams.subtitles),
         }
