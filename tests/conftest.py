@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -63,3 +64,38 @@ def run_farm(*args: str, cwd: Path | None = None, timeout: float = 300):
     farm = Path(sys.executable).with_name("farm")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([str(farm), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# Nodes that die are noticed in about a second instead of half a minute.
+HEALTH_CHECK = {
+    "RAY_health_check_initial_delay_ms": "0",
+    "RAY_health_check_period_ms": "300",
+    "RAY_health_check_timeout_ms": "300",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+@contextlib.contextmanager
+def logical_cluster(prefix: str, nodes: list[dict]):
+    """A ray.cluster_utils.Cluster: a head node for the driver (no CPU) and one worker node per
+    ``add_node`` keyword set, health checks shortened; yields (cluster, worker nodes)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    saved = {k: os.environ.get(k) for k in HEALTH_CHECK}
+    os.environ.update(HEALTH_CHECK)
+    temp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp, "include_dashboard": False})
+    workers = [cluster.add_node(**node) for node in nodes]
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    try:
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

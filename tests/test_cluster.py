@@ -3,50 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 
 import pytest
 
 from farm.driver.render import render_film
 from farm.spec import spec_from_dict
 
-from conftest import decode_video, tiny_film
-
-# Nodes that die are noticed in about a second instead of half a minute.
-HEALTH_CHECK = {
-    "RAY_health_check_initial_delay_ms": "0",
-    "RAY_health_check_period_ms": "300",
-    "RAY_health_check_timeout_ms": "300",
-    "RAY_health_check_failure_threshold": "3",
-}
+from conftest import decode_video, logical_cluster, tiny_film
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """A head node for the driver and two worker nodes with one logical GPU each."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    saved = {k: os.environ.get(k) for k in HEALTH_CHECK}
-    os.environ.update(HEALTH_CHECK)
-    temp = tempfile.mkdtemp(prefix="farmcl", dir="/tmp")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp, "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=1, num_gpus=1, resources={f"worker{i}": 1}) for i in range(2)]
-    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-    try:
+    nodes = [dict(num_cpus=1, num_gpus=1, resources={f"worker{i}": 1}) for i in range(2)]
+    with logical_cluster("farmcl", nodes) as (cluster, workers):
         yield cluster, workers
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_one_gpu_worker_per_node(cluster, tmp_path):

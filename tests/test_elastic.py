@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,41 +21,16 @@ import yaml
 from farm.driver.render import render_film
 from farm.spec import spec_from_dict
 
-from conftest import decode_video, tiny_film
+from conftest import decode_video, logical_cluster, tiny_film
 
-HEALTH_CHECK = {
-    "RAY_health_check_initial_delay_ms": "0",
-    "RAY_health_check_period_ms": "300",
-    "RAY_health_check_timeout_ms": "300",
-    "RAY_health_check_failure_threshold": "3",
-}
 GPU_NODE = {"num_cpus": 2, "num_gpus": 1}
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """A head node for the driver (no CPU, no GPU) and three worker nodes with one logical GPU each."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    saved = {k: os.environ.get(k) for k in HEALTH_CHECK}
-    os.environ.update(HEALTH_CHECK)
-    temp = tempfile.mkdtemp(prefix="farmel", dir="/tmp")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp, "include_dashboard": False})
-    for _ in range(3):
-        cluster.add_node(**GPU_NODE)
-    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-    try:
+    with logical_cluster("farmel", [GPU_NODE] * 3) as (cluster, _):
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def frames_of(film_dir: Path) -> dict[str, bytes]:

@@ -16,7 +16,7 @@ from farm.render import weights
 from farm.render.models import build_tiny_biggan, load_models
 from farm.spec import ModelsSpec
 
-from conftest import EXAMPLE, ROOT, run_farm
+from conftest import EXAMPLE, ROOT
 
 TINY_CONFIG = {"embed_dim": 64, "quick_gelu": True,
                "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},

@@ -127,7 +127,6 @@ def _hub_cached(repo: str, filenames: list[str], cache_dir: Optional[str]) -> Op
 
 
 def fetch_clip(spec: ModelsSpec) -> Path:
-    import open_clip
     from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
     try:
