@@ -63,3 +63,13 @@ class RenderError(FarmError):
     """A scene failed on every attempt it was allowed."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException, with_type: bool = False) -> str:
+    """The first line of an exception's message (its type's name when it has none): the part of
+    a library's error that fits in farm's one-line messages."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    if with_type:
+        return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+    return line or type(exc).__name__

@@ -32,7 +32,7 @@ import numpy as np
 from farm.cutting.subtitles import clean_text
 from farm.cutting.timeline import Timeline
 from farm.cutting.tools import run_ffmpeg
-from farm.errors import NarrationError
+from farm.errors import NarrationError, first_line
 
 SAMPLE_RATE = 24000
 # Silence after a scene's speech before the next scene may start speaking.
@@ -103,7 +103,7 @@ def speak_openai(text: str, video) -> bytes:
                                               response_format="wav")
         return response.read()
     except openai.OpenAIError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         where = video.speech_base_url or "the OpenAI API"
         raise NarrationError(f"video.narration: openai text-to-speech at {where} failed: {reason}") from exc
 

@@ -7,7 +7,7 @@ import os
 import socket
 from typing import Optional
 
-from farm.errors import ClusterError
+from farm.errors import ClusterError, first_line
 
 
 def connect(address: Optional[str]) -> bool:
@@ -35,7 +35,7 @@ def connect(address: Optional[str]) -> bool:
     except ClusterError:
         raise
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError: Ray's own words, one line
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         if address:
             raise ClusterError(f"--address: cannot join the Ray cluster at {address} ({reason})") from exc
         raise ClusterError(f"cannot start a local Ray cluster ({reason})") from exc

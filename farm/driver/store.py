@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 
 from farm.cutting.layout import FRAME_NAME, JOIN_SETTINGS, atomic_write, scene_dir
-from farm.errors import InputError, OutputConflictError
+from farm.errors import InputError, OutputConflictError, first_line
 from farm.spec import FilmSpec
 
 # Settings that change how a film is rendered, not what it looks like: a film may be
@@ -125,10 +125,6 @@ class Remote:
         self.check(f"read {relative}", lambda: pafs.copy_files(
             source, str(local), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem()))
         return True
-
-
-def first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def cache_for(uri: str) -> Path:

@@ -23,7 +23,7 @@ from typing import Any, Iterator, Optional
 from urllib.parse import urlparse
 
 import farm
-from farm.errors import ClusterError, InputError
+from farm.errors import ClusterError, InputError, first_line
 from farm.spec import FilmSpec
 
 SPEC_NAME = "film.yaml"
@@ -60,10 +60,6 @@ def use_token_if_any() -> None:
         return
     logging.getLogger(setup.__name__).setLevel(logging.ERROR)
     setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
-def first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def submit(spec: FilmSpec, address: str, out: str = DEFAULT_OUT, extra: tuple[str, ...] = ()) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from farm.errors import ModelError
+from farm.errors import ModelError, first_line
 from farm.spec import PRETRAINED_BIGGAN, ModelsSpec
 
 # Small but real: the open_clip CLIP class with 2 narrow transformer layers per tower.
@@ -116,7 +116,7 @@ def load_clip(spec: ModelsSpec, preset: str = "draft") -> tuple[nn.Module, int]:
             open_clip.load_checkpoint(model, str(located.path))
         except Exception as exc:
             raise ModelError(f"models.clip_pretrained: {located.path} does not hold {spec.clip} weights "
-                             f"({w._first_line(exc)[:300]})") from exc
+                             f"({first_line(exc, with_type=True)[:300]})") from exc
     size = model.visual.image_size
     return model, size[0] if isinstance(size, (tuple, list)) else int(size)
 
@@ -237,9 +237,8 @@ def biggan_from_files(config_file: Path, weights_file: Path, size: int) -> nn.Mo
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "no detail"
         raise ModelError(f"models.biggan: {weights_file} does not hold the weights of this BigGAN "
-                         f"(unreadable: {type(exc).__name__}: {reason})") from exc
+                         f"(unreadable: {first_line(exc, with_type=True)[:300]})") from exc
     problem = state_dict_mismatch(model, state)
     if problem:
         raise ModelError(f"models.biggan: {weights_file} does not hold the weights of this BigGAN ({problem})")

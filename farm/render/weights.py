@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
-from farm.errors import ModelError
+from farm.errors import ModelError, first_line
 from farm.spec import PRETRAINED_BIGGAN, ModelsSpec
 
 # How long a render waits to learn whether a weights host answers at all.
@@ -133,7 +133,7 @@ def fetch_clip(spec: ModelsSpec) -> Path:
         return Path(download_pretrained(get_pretrained_cfg(spec.clip, spec.clip_pretrained), cache_dir=spec.cache_dir))
     except Exception as exc:
         raise ModelError(f"models.clip_pretrained: could not download {spec.clip_pretrained!r} weights of "
-                         f"{spec.clip} ({_first_line(exc)})") from exc
+                         f"{spec.clip} ({first_line(exc, with_type=True)})") from exc
 
 
 # --- BigGAN ------------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def fetch_biggan(spec: ModelsSpec) -> dict[str, Path]:
         return {role: Path(cached_path(url, cache_dir=str(biggan_cache(spec))))
                 for role, url in biggan_urls(spec.biggan).items()}
     except Exception as exc:
-        raise ModelError(f"models.biggan: could not download {spec.biggan} ({_first_line(exc)})") from exc
+        raise ModelError(f"models.biggan: could not download {spec.biggan} ({first_line(exc, with_type=True)})") from exc
 
 
 # --- what the commands and the loader use ---------------------------------------------------------
@@ -240,11 +240,6 @@ def fetch(spec: ModelsSpec, preset: str, to: Optional[Path] = None) -> list[tupl
 
 def _looks_like_path(value: str) -> bool:
     return os.sep in value or value.startswith("~") or value.endswith((".pt", ".bin", ".safetensors", ".pth"))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def spec_models(spec_path: Optional[str], preset: Optional[str], overrides: list[str]) -> tuple[ModelsSpec, str]:
