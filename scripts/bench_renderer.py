@@ -118,11 +118,6 @@ class ReferenceLoop:
 # --- timing --------------------------------------------------------------------------------------
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def clock(device: torch.device) -> float:
     """Wall time on a GPU (after a sync); on the CPU this thread's CPU time, which other work on a
     shared machine does not inflate (torch runs on this thread with one thread)."""

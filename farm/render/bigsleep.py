@@ -29,7 +29,7 @@ from farm.render.device import prepare_device
 from farm.render.generator import image_of, synthesize, to_uint8
 from farm.render.losses import class_loss, class_vectors, clip_loss, latent_loss
 from farm.render.models import Models
-from farm.errors import SpecError
+from farm.errors import SpecError, first_line
 from farm.spec import RenderSpec
 
 # big-sleep's initial class logits: sigmoid(-3.9) ~ 0.02, a faint mix of every class.
@@ -138,10 +138,8 @@ class BigSleep:
         self.loss_fn = torch.compile(self.loss_terms) if settings.compile else self.loss_terms
 
     # 1-2. image, cutouts
-    def cutouts(self, image: torch.Tensor, boxes: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(1, 3, H, W) -> (K, 3, S, S) normalised for CLIP; random boxes unless given."""
-        if boxes is None:
-            boxes = cutout_boxes(self.settings, self.settings.cutouts, image.shape[-1], self.rng)
+    def cutouts(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """(1, 3, H, W) and (K, 3) boxes -> (K, 3, S, S) cutouts normalised for CLIP."""
         pieces = take_cutouts(image, boxes, self.models.clip_size, self.settings.cutout_resample)
         pieces = (pieces - self.models.clip_mean) / self.models.clip_std
         return pieces.contiguous(memory_format=self.models.memory_format)
@@ -179,7 +177,7 @@ class BigSleep:
                 (terms["loss"] / passes).backward()
             except RuntimeError as exc:
                 if self.settings.deterministic and "deterministic" in str(exc):
-                    op = str(exc).strip().splitlines()[0][:200]
+                    op = first_line(exc)[:200]
                     raise SpecError("render.deterministic", f"this device has no deterministic version of an "
                                                            f"operation the render needs ({op}); set it to false") from exc
                 raise
@@ -201,10 +199,11 @@ class BigSleep:
         self.z.mul_(1 - f).add_(noise, alpha=f)
 
     # a frame from the EMA latents
-    def frame_image(self) -> np.ndarray:
+    def frame_image(self, latents: Optional[Latents] = None) -> np.ndarray:
+        """The picture of ``latents``, by default the current average."""
         s = self.settings
-        average = self.ema.average
-        return to_uint8(image_of(self.models, average.z, average.classes, s.truncation, s.max_classes, s.class_temperature))
+        latents = latents if latents is not None else self.ema.average
+        return to_uint8(image_of(self.models, latents.z, latents.classes, s.truncation, s.max_classes, s.class_temperature))
 
     # state: everything needed to continue bit for bit elsewhere
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -280,10 +279,10 @@ def render_scene_with_state(models: Models, settings: RenderSpec, prompt: str | 
             target = settings.warmup_steps + (index + 1) * settings.steps_per_frame
             while sleeper.steps < target:
                 stats = sleeper.step()
-            image = sleeper.frame_image()
+            average = sleeper.ema.average  # new tensors, which the optimiser does not touch
+            image = sleeper.frame_image(average)
             if index == 0:
-                average = sleeper.ema.average
-                sleeper.first = Latents(average.z.clone(), average.classes.clone())
+                sleeper.first = average
             sleeper.frames_done = index + 1
             keep = state_every > 0 and ((index + 1) % state_every == 0 or index == frames - 1)
             yield Frame(index, image, stats["loss"], stats["similarity"], sleeper.state_dict() if keep else None)
