@@ -15,6 +15,12 @@ from farm import __version__
 from farm.errors import FarmError
 
 
+def add_overrides(parser: argparse.ArgumentParser, text: str, metavar: str = "KEY=VALUE") -> None:
+    """``--set KEY=VALUE``, repeatable: spec fields over the file (see farm.spec.apply_override)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar=metavar,
+                        help=f"{text} (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="farm",
@@ -32,8 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", default="out",
                         help="folder the film's folder goes in (default: out), or a film store URI "
                              "(s3://bucket/films, gs://..., file:///shared/films)")
-    render.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a spec field, e.g. --set render.cutouts=16 (repeatable)")
+    add_overrides(render, "override a spec field, e.g. --set render.cutouts=16")
     render.add_argument("--address", help="join this Ray cluster (default: start a local one)")
     render.add_argument("--quiet", action="store_true", help="print only the film's path")
     # issue 9: resume, progress
@@ -58,8 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("spec", metavar="FILM.yaml", help="the film spec")
     submit.add_argument("--address", **dashboard)
     submit.add_argument("--preset", help="named defaults: tiny, draft, final")
-    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a spec field (repeatable)")
+    add_overrides(submit, "override a spec field")
     submit.add_argument("--out", default="~/farm-films",
                         help="the film store on the cluster's head node (default: ~/farm-films)")
     submit.set_defaults(handler=cmd_submit)
@@ -82,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load FILM.yaml with its preset and overrides, check it, and print the resolved spec.")
     check.add_argument("spec", metavar="FILM.yaml", help="the film spec")
     check.add_argument("--preset", help="named defaults: tiny, draft, final")
-    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a spec field (repeatable)")
+    add_overrides(check, "override a spec field")
     check.set_defaults(handler=cmd_check)
 
     stitch = commands.add_parser(
@@ -92,8 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "subtitle, narration or encoding settings (--set video.KEY=VALUE). Renders nothing; "
                     "the frames are only read.")
     stitch.add_argument("film_dir", metavar="FILM_DIR", help="a film's folder, e.g. out/yeti-tardigrade")
-    stitch.add_argument("--set", dest="overrides", action="append", default=[], metavar="video.KEY=VALUE",
-                        help="override a video setting, e.g. --set video.transition=cut (repeatable)")
+    add_overrides(stitch, "override a video setting, e.g. --set video.transition=cut", metavar="video.KEY=VALUE")
     stitch.add_argument("--quiet", action="store_true", help="print only the film's path")
     stitch.set_defaults(handler=cmd_stitch)
 
@@ -107,8 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="choose candidate K (a saved one if there is one) instead of being asked")
     story.add_argument("--new", action="store_true", help="write new candidates even when some are saved")
     story.add_argument("--out", metavar="FILM.yaml", help="the film spec to write (default: <film>.yaml)")
-    story.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="a spec field for the new film, e.g. --set llm.model=llama3.1 (repeatable)")
+    add_overrides(story, "a spec field for the new film, e.g. --set llm.model=llama3.1")
     story.set_defaults(handler=cmd_story)
 
     plan = commands.add_parser(
@@ -118,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("spec", metavar="FILM.yaml", help="the film spec holding story.text")
     plan.add_argument("--out", metavar="PLANNED.yaml", help="write here instead of changing FILM.yaml")
     plan.add_argument("--force", action="store_true", help="plan again when the spec already has scenes")
-    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a spec field, kept in the written file (repeatable)")
+    add_overrides(plan, "override a spec field, kept in the written file")
     plan.set_defaults(handler=cmd_plan)
 
     film = commands.add_parser(
@@ -132,8 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     film.add_argument("--candidates", type=int, metavar="N", help="stories to write (default: llm.candidates)")
     film.add_argument("--new", action="store_true", help="write new candidates even when some are saved")
     film.add_argument("--out", default="out", help="folder the film's folder goes in (default: out)")
-    film.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a spec field, e.g. --set video.fps=8 (repeatable)")
+    add_overrides(film, "override a spec field, e.g. --set video.fps=8")
     film.add_argument("--address", help="join this Ray cluster (default: start a local one)")
     film.add_argument("--quiet", action="store_true", help="print only the film's path")
     film.set_defaults(handler=cmd_film)
@@ -149,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         action = actions.add_parser(name, help=text, description=text)
         action.add_argument("spec", nargs="?", metavar="FILM.yaml", help="the film spec (default: the preset alone)")
         action.add_argument("--preset", help="named defaults: draft (default), final, tiny")
-        action.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                            help="override a spec field, e.g. --set models.cache_dir=/weights (repeatable)")
+        add_overrides(action, "override a spec field, e.g. --set models.cache_dir=/weights")
         if name == "fetch":
             action.add_argument("--to", metavar="DIR", help="also copy the weights here, ready to stage")
         action.set_defaults(handler=cmd_weights)
