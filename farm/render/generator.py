@@ -16,13 +16,18 @@ from farm.render.models import Models
 
 def synthesize(models: Models, z: torch.Tensor, classes: torch.Tensor, truncation: float) -> torch.Tensor:
     """z (B, L, Z) and class weights (B, L, C) -> image (B, 3, H, W) in [0, 1]."""
-    biggan = models.biggan
+    return generate(models.biggan, z, classes, truncation, models.memory_format)
+
+
+def generate(biggan, z: torch.Tensor, classes: torch.Tensor, truncation: float,
+             memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """The forward pass of :func:`synthesize` for a bare BigGAN (the toy generator trains through it)."""
     gen = biggan.generator
     cond = torch.cat([z, biggan.embeddings(classes)], dim=-1)  # (B, L, Z + E)
     x = gen.gen_z(cond[:, 0])
     # The library's weights follow TensorFlow's (B, H, W, C) layout at the first block.
     x = x.view(-1, 4, 4, 16 * gen.config.channel_width).permute(0, 3, 1, 2)
-    x = x.contiguous(memory_format=models.memory_format)
+    x = x.contiguous(memory_format=memory_format)
     row = 1
     for layer in gen.layers:
         if layer.__class__.__name__ == "GenBlock":

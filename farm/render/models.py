@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.spectral_norm import SpectralNormLoadStateDictPreHook
 
 from farm.errors import ModelError, first_line
 from farm.spec import PRETRAINED_BIGGAN, ModelsSpec
@@ -158,22 +159,36 @@ def fold_spectral_norm(model: nn.Module) -> None:
             trainable = module.weight_orig.requires_grad
             nn.utils.remove_spectral_norm(module)
             module.weight.requires_grad_(trainable)  # a new Parameter: keep the frozen frozen
+            # torch leaves the load hook behind (it is wrapped, so remove_spectral_norm misses it);
+            # it would turn a later load's plain `weight` back into weight_orig and fail.
+            for key, hook in list(module._load_state_dict_pre_hooks.items()):
+                if isinstance(getattr(hook, "hook", hook), SpectralNormLoadStateDictPreHook):
+                    del module._load_state_dict_pre_hooks[key]
 
 
 def build_tiny_biggan(size: int) -> nn.Module:
     return build_biggan(size, TINY_BIGGAN_CHANNELS)
 
 
-def build_biggan(size: int, channels: int) -> nn.Module:
-    """The BigGAN-deep architecture for ``size`` pixels at ``channels`` per width unit (128 in the
-    published models), with random weights drawn from a fixed seed."""
-    from pytorch_pretrained_biggan import BigGAN, BigGANConfig
+def biggan_config(size: int, channels: int, attention: int = 64):
+    """The BigGAN-deep config for ``size`` pixels at ``channels`` per width unit (128 in the
+    published models), with self-attention at the ``attention`` x ``attention`` stage (64 in the
+    published models)."""
+    from pytorch_pretrained_biggan import BigGANConfig
 
     layers = biggan_layers(size)
-    # Self-attention where the real models put it: at the 64x64 stage.
-    attention = next(i for i, (up, _, _) in enumerate(layers) if up and 4 * 2 ** sum(u for u, _, _ in layers[: i + 1]) == 64) + 1
-    config = BigGANConfig(output_dim=size, z_dim=128, class_embed_dim=128, channel_width=channels,
-                          num_classes=1000, layers=layers, attention_layer_position=attention)
+    # The library puts the attention layer before the block at this index.
+    position = next(i for i, (up, _, _) in enumerate(layers) if up and 4 * 2 ** sum(u for u, _, _ in layers[: i + 1]) == attention) + 1
+    return BigGANConfig(output_dim=size, z_dim=128, class_embed_dim=128, channel_width=channels,
+                        num_classes=1000, layers=layers, attention_layer_position=position)
+
+
+def build_biggan(size: int, channels: int) -> nn.Module:
+    """The BigGAN-deep architecture for ``size`` pixels at ``channels`` per width unit, with random
+    weights drawn from a fixed seed."""
+    from pytorch_pretrained_biggan import BigGAN
+
+    config = biggan_config(size, channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_WEIGHTS_SEED)
         model = BigGAN(config)
@@ -181,15 +196,19 @@ def build_biggan(size: int, channels: int) -> nn.Module:
         # uninitialised, since pretrained weights always overwrite them.
         nn.init.ones_(model.generator.bn.weight)
         nn.init.zeros_(model.generator.bn.bias)
-        # Random spectral-norm vectors give a random scale to every layer; a few power
-        # iterations (what a forward pass in train mode does) make them true estimates.
-        model.train()
-        with torch.no_grad():
-            for _ in range(10):
-                for module in model.modules():
-                    if hasattr(module, "weight_orig"):
-                        module(torch.zeros(1, *_probe_shape(module)))
+        settle_spectral_norm(model)
     return model
+
+
+def settle_spectral_norm(model: nn.Module) -> None:
+    """Random spectral-norm vectors give a random scale to every layer; a few power
+    iterations (what a forward pass in train mode does) make them true estimates."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(10):
+            for module in model.modules():
+                if hasattr(module, "weight_orig"):
+                    module(torch.zeros(1, *_probe_shape(module)))
 
 
 def _probe_shape(module: nn.Module) -> tuple[int, ...]:
@@ -205,6 +224,9 @@ def load_biggan(spec: ModelsSpec, size: int, preset: str = "draft") -> nn.Module
 
     if spec.biggan == "tiny":
         return build_tiny_biggan(size)
+    if spec.biggan == "toy":  # trained here on procedural pictures (farm/toy)
+        from farm.toy.generator import load_toy_biggan
+        return load_toy_biggan(size=size)
     located = w.biggan_weights(spec)
     if located.kind == "folder":
         folder = located.path
