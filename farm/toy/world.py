@@ -75,8 +75,10 @@ class ToyWorld:
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         self.xs, self.ys = (xs + 0.5) / size, (ys + 0.5) / size
 
-    def pictures(self, n: int, group: int = 1) -> list[Picture]:
-        """``n`` random pictures; runs of ``group`` share colour and background (hard negatives for training)."""
+    def pictures(self, n: int, group: int = 1, same_place: float = 0.0) -> list[Picture]:
+        """``n`` random pictures; runs of ``group`` share colour and background (hard negatives for
+        training), and with probability ``same_place`` a run also shares position and size and
+        shows the shapes in turn, so that only the shape tells its pictures apart."""
         rng = self.rng
         colours = list(COLOURS)
         out = []
@@ -86,8 +88,14 @@ class ToyWorld:
                 background = colour
                 while background == colour:
                     background = colours[rng.integers(len(colours))]
-            out.append(Picture(colour, SHAPES[rng.integers(len(SHAPES))], list(POSITIONS)[rng.integers(len(POSITIONS))],
-                               list(SIZES)[rng.integers(len(SIZES))], background))
+                fixed = rng.random() < same_place
+                position, size = list(POSITIONS)[rng.integers(len(POSITIONS))], list(SIZES)[rng.integers(len(SIZES))]
+                first_shape = int(rng.integers(len(SHAPES)))
+            if fixed:
+                out.append(Picture(colour, SHAPES[(first_shape + i % group) % len(SHAPES)], position, size, background))
+            else:
+                out.append(Picture(colour, SHAPES[rng.integers(len(SHAPES))], list(POSITIONS)[rng.integers(len(POSITIONS))],
+                                   list(SIZES)[rng.integers(len(SIZES))], background))
         return out
 
     def draw(self, pictures: list[Picture]) -> np.ndarray:
@@ -107,8 +115,8 @@ class ToyWorld:
         images += rng.normal(0, 1, images.shape).astype(np.float32) * rng.uniform(0, self.noise, (n, 1, 1, 1)).astype(np.float32)
         return images.clip(0, 255).round().astype(np.uint8)
 
-    def batch(self, n: int, group: int = 1) -> Batch:
-        pictures = self.pictures(n, group)
+    def batch(self, n: int, group: int = 1, same_place: float = 0.0) -> Batch:
+        pictures = self.pictures(n, group, same_place)
         images = self.draw(pictures)
         rng = self.rng
         captions, negatives = [], []
