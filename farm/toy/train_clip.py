@@ -25,16 +25,18 @@ STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
 @dataclass
 class Recipe:
     seed: int = 0
-    steps: int = 300
+    steps: int = 4000
     batch: int = 64
     learning_rate: float = 3e-3
     weight_decay: float = 0.05
     warmup: int = 50
-    hard_negatives: bool = False  # NegCLIP: each picture also scored against a caption wrong in one attribute
-    group: int = 1  # pictures per batch sharing colour and background, differing in shape, place, size
+    hard_negatives: str = "shape"  # NegCLIP: each picture also scored against a caption wrong in one attribute
+    # ("any": colour, shape or place; "shape": the shape word swapped for another)
+    group: int = 2  # pictures per batch sharing colour and background, differing in shape, place, size
+    same_place: float = 0.0  # share of those groups that also share place and size, differing in shape only
     temperature: float = 0.07  # initial softmax temperature (CLIP's 0.07); learnt from there
     crop_min: float = 0.8  # random crops of this fraction of the side or more, like the renderer's cutouts
-    threads: int = 2
+    threads: int = 1
     config: dict = field(default_factory=lambda: dict(TOY_CLIP))
 
 
@@ -76,6 +78,16 @@ def contrastive_loss(model: nn.Module, images: torch.Tensor, tokenizer: ToyToken
     return (image_to_text + text_to_image) / 2
 
 
+def hard_negatives(batch, kind: str, generator: torch.Generator) -> list[str] | None:
+    if kind == "any":
+        return batch.negatives
+    if kind == "shape":
+        picks = torch.randint(1, len(SHAPES), (len(batch.captions),), generator=generator).tolist()
+        return [caption.replace(f" {p.shape}", f" {SHAPES[(SHAPES.index(p.shape) + k) % len(SHAPES)]}", 1)
+                for caption, p, k in zip(batch.captions, batch.pictures, picks)]
+    return None
+
+
 def train(recipe: Recipe, log=print, evaluate_every: int = 500, checkpoint=None) -> tuple[nn.Module, ToyTokenizer, dict]:
     """Train from scratch; ``checkpoint(model, tokenizer)`` is called after every evaluation."""
     torch.set_num_threads(recipe.threads)
@@ -96,11 +108,11 @@ def train(recipe: Recipe, log=print, evaluate_every: int = 500, checkpoint=None)
         lr = recipe.learning_rate * min(1.0, (step + 1) / recipe.warmup) * 0.5 * (1 + math.cos(math.pi * step / recipe.steps))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = world.batch(recipe.batch, recipe.group)
+        batch = world.batch(recipe.batch, recipe.group, recipe.same_place)
         images = random_crops(to_clip_input(batch.images), recipe.crop_min, generator)
         model.train()
         loss = contrastive_loss(model, images, tokenizer, batch.captions,
-                                batch.negatives if recipe.hard_negatives else None)
+                                hard_negatives(batch, recipe.hard_negatives, generator))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
