@@ -295,15 +295,16 @@ class ModelsSpec:
     clip_pretrained: Optional[str] = "openai"
     """An open_clip pretrained tag, or the path of a staged weights file."""
     biggan: str = "biggan-deep-256"
-    """biggan-deep-128/256/512, a folder holding config.json + pytorch_model.bin, or "tiny"."""
+    """biggan-deep-128/256/512, a folder holding config.json + pytorch_model.bin, "tiny" (small widths, random
+    weights) or "toy" (trained on farm/toy pictures, 128 pixels)."""
     cache_dir: Optional[str] = None
     """Where downloaded weights are kept (the libraries' own cache when empty)."""
 
     def validate(self, path: str) -> None:
         if not self.clip.strip():
-            raise SpecError(f"{path}.clip", "must name an open_clip model or 'tiny'")
+            raise SpecError(f"{path}.clip", "must name an open_clip model, 'tiny' or 'toy'")
         if not self.biggan.strip():
-            raise SpecError(f"{path}.biggan", "must name a BigGAN model, a folder, or 'tiny'")
+            raise SpecError(f"{path}.biggan", "must name a BigGAN model, a folder, 'tiny' or 'toy'")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,15 @@
 #!/usr/bin/env python
-"""Train the toy world's CLIP from scratch on the CPU and write the weights farm ships.
+"""Train the toy world's CLIP and generator from scratch on the CPU and write the weights farm ships.
 
-    scripts/train_toy.py                 # the shipped recipe -> farm/toy/weights/toy_clip.pt
-    scripts/train_toy.py --fast --out /tmp/toy_clip.pt   # a minute-long debugging run
+    scripts/train_toy.py                      # both, the shipped recipes -> farm/toy/weights/
+    scripts/train_toy.py --model clip         # only the CLIP (toy_clip.pt)
+    scripts/train_toy.py --model generator    # only the generator (toy_biggan.pt)
+    scripts/train_toy.py --fast --out-dir /tmp/toy   # a short debugging run of both
 
-Deterministic from --seed on a given machine and --threads. Prints the held-out
-zero-shot accuracy (colour, shape, position) on freshly drawn pictures at the end.
+Deterministic from --seed on a given machine and --threads. Prints the CLIP's held-out
+zero-shot accuracy (colour, shape, position) on freshly drawn pictures, and how often the
+pixel judge finds, in what the generator draws from random latents, the shape and place
+that their code stands for.
 """
 
 from __future__ import annotations
@@ -20,45 +24,77 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from farm.toy.clip import WEIGHTS, save_toy_clip  # noqa: E402
+from farm.toy.clip import WEIGHTS as CLIP_WEIGHTS, save_toy_clip  # noqa: E402
+from farm.toy.generator import TOY_BIGGAN, GeneratorRecipe, drawing_fidelity, save_toy_biggan, train_generator  # noqa: E402
 from farm.toy.train_clip import Recipe, fmt, train, zero_shot_accuracy  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=Recipe.seed)
-    parser.add_argument("--steps", type=int, default=Recipe.steps)
-    parser.add_argument("--batch", type=int, default=Recipe.batch)
-    parser.add_argument("--lr", type=float, default=Recipe.learning_rate)
-    parser.add_argument("--temperature", type=float, default=Recipe.temperature)
-    parser.add_argument("--threads", type=int, default=Recipe.threads)
-    parser.add_argument("--fast", action="store_true", help="a tiny debugging run (60 steps, batch 32)")
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--out", type=Path, default=WEIGHTS)
-    args = parser.parse_args()
-    recipe = Recipe(seed=args.seed, steps=args.steps, batch=args.batch, learning_rate=args.lr, threads=args.threads,
-                    temperature=args.temperature)
+def timed(run):
+    wall, cpu = time.time(), time.process_time()
+    result = run()
+    return result, {"wall_seconds": round(time.time() - wall), "cpu_seconds": round(time.process_time() - cpu),
+                    "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def train_clip(args, out: Path) -> None:
+    recipe = Recipe(seed=args.seed, threads=args.threads)
+    if args.clip_steps:
+        recipe = dataclasses.replace(recipe, steps=args.clip_steps)
     if args.fast:
         recipe = dataclasses.replace(recipe, steps=60, batch=32)
-    print(f"recipe: {dataclasses.asdict(recipe)}", flush=True)
-    wall = time.time()
-    cpu = time.process_time()
-    partial = args.out.with_suffix(".partial.pt")
+    print(f"CLIP recipe: {dataclasses.asdict(recipe)}", flush=True)
+    partial = out.with_suffix(".partial.pt")
 
     def checkpoint(model, tokenizer):
         save_toy_clip(partial, model, tokenizer, recipe.config, {"partial": True})
 
-    model, tokenizer, info = train(recipe, log=lambda line: print(line, flush=True), evaluate_every=args.eval_every,
-                                   checkpoint=checkpoint)
+    (model, tokenizer, info), times = timed(lambda: train(recipe, log=lambda line: print(line, flush=True),
+                                                          evaluate_every=args.eval_every, checkpoint=checkpoint))
     partial.unlink(missing_ok=True)
-    info.update(wall_seconds=round(time.time() - wall), cpu_seconds=round(time.process_time() - cpu),
-                load_average=os.getloadavg(), recipe=dataclasses.asdict(recipe))
+    info.update(times, recipe=dataclasses.asdict(recipe))
     accuracy = zero_shot_accuracy(model, tokenizer, seed=123_456_789, n=1000)
     info["held_out_accuracy"] = accuracy
-    save_toy_clip(args.out, model, tokenizer, recipe.config, info)
-    print(f"held-out zero-shot (1000 fresh pictures): {fmt(accuracy)}")
+    save_toy_clip(out, model, tokenizer, recipe.config, info)
+    print(f"CLIP held-out zero-shot (1000 fresh pictures): {fmt(accuracy)}")
     print(json.dumps({k: v for k, v in info.items() if k != "history"}))
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", flush=True)
+
+
+def train_toy_generator(args, out: Path) -> None:
+    recipe = GeneratorRecipe(seed=args.seed, threads=args.threads)
+    if args.generator_steps:
+        recipe = dataclasses.replace(recipe, steps=args.generator_steps)
+    if args.fast:
+        recipe = dataclasses.replace(recipe, steps=20, batch=4)
+    print(f"generator recipe: {dataclasses.asdict(recipe)}", flush=True)
+    partial = out.with_suffix(".partial.pt")
+    (model, info), times = timed(lambda: train_generator(
+        recipe, log=lambda line: print(line, flush=True),
+        checkpoint=lambda m: save_toy_biggan(partial, m, TOY_BIGGAN, {"partial": True})))
+    partial.unlink(missing_ok=True)
+    info.update(times, recipe=dataclasses.asdict(recipe))
+    info["drawing"] = drawing_fidelity(model, seed=123_456_789, n=200)
+    save_toy_biggan(out, model, TOY_BIGGAN, info)
+    print(f"generator drawings judged on pixels (200 random latents): {fmt(info['drawing'])}")
+    print(json.dumps({k: v for k, v in info.items() if k != "history"}))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=["both", "clip", "generator"], default="both")
+    parser.add_argument("--seed", type=int, default=Recipe.seed)
+    parser.add_argument("--clip-steps", type=int, help=f"default {Recipe.steps}")
+    parser.add_argument("--generator-steps", type=int, help=f"default {GeneratorRecipe.steps}")
+    parser.add_argument("--threads", type=int, default=Recipe.threads)
+    parser.add_argument("--fast", action="store_true", help="a short debugging run")
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--out-dir", type=Path, default=CLIP_WEIGHTS.parent)
+    args = parser.parse_args()
+    if args.model in ("both", "clip"):
+        train_clip(args, args.out_dir / "toy_clip.pt")
+    if args.model in ("both", "generator"):
+        train_toy_generator(args, args.out_dir / "toy_biggan.pt")
 
 
 if __name__ == "__main__":
