@@ -37,7 +37,7 @@ def timed(run):
 
 
 def train_clip(args, out: Path) -> None:
-    recipe = Recipe(seed=args.seed, threads=args.threads)
+    recipe = Recipe(seed=args.seed, threads=args.threads or Recipe.threads)
     if args.clip_steps:
         recipe = dataclasses.replace(recipe, steps=args.clip_steps)
     if args.fast:
@@ -61,7 +61,7 @@ def train_clip(args, out: Path) -> None:
 
 
 def train_toy_generator(args, out: Path) -> None:
-    recipe = GeneratorRecipe(seed=args.seed, threads=args.threads)
+    recipe = GeneratorRecipe(seed=args.seed, threads=args.threads or GeneratorRecipe.threads)
     if args.generator_steps:
         recipe = dataclasses.replace(recipe, steps=args.generator_steps)
     if args.fast:
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=Recipe.seed)
     parser.add_argument("--clip-steps", type=int, help=f"default {Recipe.steps}")
     parser.add_argument("--generator-steps", type=int, help=f"default {GeneratorRecipe.steps}")
-    parser.add_argument("--threads", type=int, default=Recipe.threads)
+    parser.add_argument("--threads", type=int, help=f"default {Recipe.threads} for the CLIP, {GeneratorRecipe.threads} for the generator")
     parser.add_argument("--fast", action="store_true", help="a short debugging run")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--out-dir", type=Path, default=CLIP_WEIGHTS.parent)

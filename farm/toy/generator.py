@@ -130,12 +130,12 @@ def draw_codes(codes: np.ndarray, size: int, masks: bool = False):
 @dataclass
 class GeneratorRecipe:
     seed: int = 0
-    steps: int = 2500
+    steps: int = 5000
     batch: int = 16
     learning_rate: float = 1e-3
     warmup: int = 50
     shape_weight: float = 5.0  # the squared error on the shape's pixels counts this many times
-    threads: int = 1
+    threads: int = 2
 
 
 def train_generator(recipe: GeneratorRecipe, config: dict = TOY_BIGGAN, log=print,
