@@ -36,6 +36,12 @@ def timed(run):
                     "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
+def report(figures: str, info: dict, out: Path) -> None:
+    print(figures)
+    print(json.dumps({k: v for k, v in info.items() if k != "history"}))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", flush=True)
+
+
 def train_clip(args, out: Path) -> None:
     recipe = Recipe(seed=args.seed, threads=args.threads or Recipe.threads)
     if args.clip_steps:
@@ -55,9 +61,7 @@ def train_clip(args, out: Path) -> None:
     accuracy = zero_shot_accuracy(model, tokenizer, seed=123_456_789, n=1000)
     info["held_out_accuracy"] = accuracy
     save_toy_clip(out, model, tokenizer, recipe.config, info)
-    print(f"CLIP held-out zero-shot (1000 fresh pictures): {fmt(accuracy)}")
-    print(json.dumps({k: v for k, v in info.items() if k != "history"}))
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", flush=True)
+    report(f"CLIP held-out zero-shot (1000 fresh pictures): {fmt(accuracy)}", info, out)
 
 
 def train_toy_generator(args, out: Path) -> None:
@@ -75,9 +79,7 @@ def train_toy_generator(args, out: Path) -> None:
     info.update(times, recipe=dataclasses.asdict(recipe))
     info["drawing"] = drawing_fidelity(model, seed=123_456_789, n=200)
     save_toy_biggan(out, model, TOY_BIGGAN, info)
-    print(f"generator drawings judged on pixels (200 random latents): {fmt(info['drawing'])}")
-    print(json.dumps({k: v for k, v in info.items() if k != "history"}))
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)", flush=True)
+    report(f"generator drawings judged on pixels (200 random latents): {fmt(info['drawing'])}", info, out)
 
 
 def main() -> None:

@@ -332,16 +332,31 @@ def test_shipped_generator_draws_the_coded_shape(toy_generator):
 def test_toy_generator_listens_to_its_code_only(which, toy_generator):
     """Every latent value but the code, and the class mix, leave the picture unchanged."""
     from farm.render.generator import generate
-    from farm.toy.generator import CODE, build_toy_biggan, decode, generator_rows
+    from farm.render.models import latent_rows
+    from farm.toy.generator import CODE, build_toy_biggan, decode
 
     torch.manual_seed(5)
     model = build_toy_biggan() if which == "built" else toy_generator
-    z = torch.randn(2, generator_rows(model), model.config.z_dim)
+    z = torch.randn(2, latent_rows(model), model.config.z_dim)
     other = torch.randn_like(z)
     other[:, 0, :len(CODE)] = z[:, 0, :len(CODE)]
-    classes = torch.rand(2, generator_rows(model), model.config.num_classes)
+    classes = torch.rand(2, latent_rows(model), model.config.num_classes)
     with torch.no_grad():
         assert torch.equal(decode(model, z), generate(model, other, classes, 1.0))
         changed = z.clone()
         changed[:, 0, 0] += 1.0
         assert not torch.equal(decode(model, z), decode(model, changed))
+
+
+def test_toy_generator_problems_are_one_line_naming_the_field(tmp_path):
+    from farm.errors import ModelError
+    from farm.toy.generator import load_toy_biggan
+
+    with pytest.raises(ModelError, match=r"^video\.size: 256 is not a size the toy generator can make \(it makes 128\)$"):
+        load_toy_biggan(size=256)
+    with pytest.raises(ModelError, match=r"^models\.biggan: the toy generator's weights are missing .*train_toy\.py$"):
+        load_toy_biggan(tmp_path / "none.pt")
+    torch.save({"config": {"size": 128, "channels": 8, "attention": 32}, "state": {"x": torch.zeros(1)}, "info": {}},
+               tmp_path / "wrong.pt")
+    with pytest.raises(ModelError, match=r"^models\.biggan: .*wrong\.pt does not hold the toy generator's weights \(.*missing"):
+        load_toy_biggan(tmp_path / "wrong.pt")

@@ -70,7 +70,6 @@ def load_models(spec: ModelsSpec, size: int, device: torch.device, preset: str =
 
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    blocks = sum(1 for layer in biggan.generator.layers if layer.__class__.__name__ == "GenBlock")
     fold_spectral_norm(biggan.eval())
     for module in (clip, biggan):
         module.eval().requires_grad_(False).to(device)
@@ -83,7 +82,7 @@ def load_models(spec: ModelsSpec, size: int, device: torch.device, preset: str =
         clip_mean=mean.to(device),
         clip_std=std.to(device),
         resolution=resolution,
-        num_latents=1 + blocks,
+        num_latents=latent_rows(biggan),
         z_dim=biggan.config.z_dim,
         num_classes=biggan.config.num_classes,
         device=device,
@@ -186,18 +185,28 @@ def biggan_config(size: int, channels: int, attention: int = 64):
 def build_biggan(size: int, channels: int) -> nn.Module:
     """The BigGAN-deep architecture for ``size`` pixels at ``channels`` per width unit, with random
     weights drawn from a fixed seed."""
-    from pytorch_pretrained_biggan import BigGAN
-
-    config = biggan_config(size, channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_WEIGHTS_SEED)
-        model = BigGAN(config)
-        # The library leaves the last (unconditional) batch norm's affine parameters
-        # uninitialised, since pretrained weights always overwrite them.
-        nn.init.ones_(model.generator.bn.weight)
-        nn.init.zeros_(model.generator.bn.bias)
-        settle_spectral_norm(model)
+        return new_biggan(biggan_config(size, channels))
+
+
+def new_biggan(config) -> nn.Module:
+    """The library's BigGAN for ``config``, every weight initialised, spectral norms settled
+    (random weights from torch's global generator)."""
+    from pytorch_pretrained_biggan import BigGAN
+
+    model = BigGAN(config)
+    # The library leaves the last (unconditional) batch norm's affine parameters
+    # uninitialised, since pretrained weights always overwrite them.
+    nn.init.ones_(model.generator.bn.weight)
+    nn.init.zeros_(model.generator.bn.bias)
+    settle_spectral_norm(model)
     return model
+
+
+def latent_rows(biggan: nn.Module) -> int:
+    """Big Sleep's latent rows for this BigGAN: one for gen_z plus one per generator block."""
+    return 1 + sum(1 for layer in biggan.generator.layers if layer.__class__.__name__ == "GenBlock")
 
 
 def settle_spectral_norm(model: nn.Module) -> None:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from farm.errors import ModelError
+from farm.toy.common import float_state, half_state
 
 WEIGHTS = Path(__file__).with_name("weights") / "toy_clip.pt"
 # Architecture of the shipped toy CLIP (also stored in the weights file): open_clip's ModifiedResNet
@@ -75,9 +76,8 @@ def build_toy_clip(config: dict, vocab_size: int) -> nn.Module:
 
 
 def save_toy_clip(path: Path, model: nn.Module, tokenizer: ToyTokenizer, config: dict, info: dict) -> None:
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": config, "bpe_ids": tokenizer.bpe_ids, "state": state, "info": info}, path)
+    torch.save({"config": config, "bpe_ids": tokenizer.bpe_ids, "state": half_state(model), "info": info}, path)
 
 
 def load_toy_clip(path: Path | str = WEIGHTS) -> tuple[nn.Module, ToyTokenizer, int]:
@@ -89,5 +89,5 @@ def load_toy_clip(path: Path | str = WEIGHTS) -> tuple[nn.Module, ToyTokenizer, 
     config = saved["config"]
     tokenizer = ToyTokenizer(saved["bpe_ids"], config["context_length"])
     model = build_toy_clip(config, tokenizer.vocab_size)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["state"].items()})
+    model.load_state_dict(float_state(saved["state"]))
     return model.eval(), tokenizer, config["image_size"]

@@ -26,7 +26,8 @@ from torch import nn
 
 from farm.errors import ModelError
 from farm.render.generator import generate
-from farm.render.models import biggan_config, fold_spectral_norm, settle_spectral_norm, state_dict_mismatch
+from farm.render.models import biggan_config, fold_spectral_norm, latent_rows, new_biggan, state_dict_mismatch
+from farm.toy.common import float_state, half_state, set_warmup_cosine_lr
 from farm.toy.world import COLOURS, SHAPES, shape_mask
 
 WEIGHTS = Path(__file__).with_name("weights") / "toy_biggan.pt"
@@ -37,12 +38,7 @@ TOY_BIGGAN = dict(size=128, channels=8, attention=32)
 
 def build_toy_biggan(config: dict = TOY_BIGGAN) -> nn.Module:
     """The BigGAN class for the toy generator, spectral norm folded, class embedding zero and frozen."""
-    from pytorch_pretrained_biggan import BigGAN
-
-    model = BigGAN(biggan_config(config["size"], config["channels"], config["attention"]))
-    nn.init.ones_(model.generator.bn.weight)
-    nn.init.zeros_(model.generator.bn.bias)
-    settle_spectral_norm(model)
+    model = new_biggan(biggan_config(config["size"], config["channels"], config["attention"]))
     fold_spectral_norm(model)
     # It listens to its code only: the class embedding and the blocks' conditional batch-norm
     # gains and biases are zero and frozen, and so are gen_z's weights on every input but the code.
@@ -56,10 +52,6 @@ def build_toy_biggan(config: dict = TOY_BIGGAN) -> nn.Module:
         model.generator.gen_z.weight.mul_(listens)
     model.generator.gen_z.weight.register_hook(lambda grad: grad * listens)
     return model
-
-
-def generator_rows(model: nn.Module) -> int:
-    return 1 + sum(1 for layer in model.generator.layers if layer.__class__.__name__ == "GenBlock")
 
 
 def decode(model: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -146,15 +138,13 @@ def train_generator(recipe: GeneratorRecipe, config: dict = TOY_BIGGAN, log=prin
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
     model = build_toy_biggan(config).train()
-    rows, size = generator_rows(model), config["size"]
+    rows, size = latent_rows(model), config["size"]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=recipe.learning_rate)
     start = time.monotonic()
     history = []
     for step in range(recipe.steps):
-        lr = recipe.learning_rate * min(1.0, (step + 1) / recipe.warmup) * 0.5 * (1 + math.cos(math.pi * step / recipe.steps))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = set_warmup_cosine_lr(optimizer, recipe.learning_rate, step, recipe.warmup, recipe.steps)
         z = torch.randn(recipe.batch, rows, model.config.z_dim, generator=generator)
         target, masks = draw_codes(z[:, 0, :len(CODE)].numpy(), size, masks=True)
         target = torch.from_numpy(target).permute(0, 3, 1, 2)
@@ -176,9 +166,8 @@ def train_generator(recipe: GeneratorRecipe, config: dict = TOY_BIGGAN, log=prin
 
 
 def save_toy_biggan(path: Path, model: nn.Module, config: dict, info: dict) -> None:
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": dict(config), "state": state, "info": info}, path)
+    torch.save({"config": dict(config), "state": half_state(model), "info": info}, path)
 
 
 def load_toy_biggan(path: Path | str = WEIGHTS, size: int | None = None) -> nn.Module:
@@ -191,7 +180,7 @@ def load_toy_biggan(path: Path | str = WEIGHTS, size: int | None = None) -> nn.M
     if size is not None and size != config["size"]:
         raise ModelError(f"video.size: {size} is not a size the toy generator can make (it makes {config['size']})")
     model = build_toy_biggan(config)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in saved["state"].items()}
+    state = float_state(saved["state"])
     problem = state_dict_mismatch(model, state)
     if problem:
         raise ModelError(f"models.biggan: {path} does not hold the toy generator's weights ({problem})")
@@ -207,7 +196,7 @@ def drawing_fidelity(model: nn.Module, seed: int, n: int = 200) -> dict[str, flo
     from farm.toy.judge import judge
 
     generator = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, generator_rows(model), model.config.z_dim, generator=generator)
+    z = torch.randn(n, latent_rows(model), model.config.z_dim, generator=generator)
     size = model.config.output_dim
     right, squared = {"shape": 0, "position": 0}, 0.0
     for start in range(0, n, 20):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from farm.toy.clip import TOY_CLIP, ToyTokenizer, build_toy_clip
+from farm.toy.common import set_warmup_cosine_lr
 from farm.toy.world import COLOURS, POSITIONS, SHAPES, WORDS, Picture, ToyWorld
 
 MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)  # open_clip.OPENAI_DATASET_MEAN
@@ -105,9 +106,7 @@ def train(recipe: Recipe, log=print, evaluate_every: int = 500, checkpoint=None)
     start = time.monotonic()
     history = []
     for step in range(recipe.steps):
-        lr = recipe.learning_rate * min(1.0, (step + 1) / recipe.warmup) * 0.5 * (1 + math.cos(math.pi * step / recipe.steps))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = set_warmup_cosine_lr(optimizer, recipe.learning_rate, step, recipe.warmup, recipe.steps)
         batch = world.batch(recipe.batch, recipe.group, recipe.same_place)
         images = random_crops(to_clip_input(batch.images), recipe.crop_min, generator)
         model.train()
