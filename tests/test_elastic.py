@@ -68,17 +68,29 @@ def film(title, scenes, frames, reseed="independent", **dispatch):
 
 
 def test_workers_spread_over_nodes_two_per_gpu_and_the_film_matches_one_worker(cluster, reference, tmp_path):
-    data = film("Spread Half", scenes=4, frames=6)
+    import time
+
+    data = film("Spread Half", scenes=4, frames=6, in_flight=1)
     data["render"].update(gpus_per_worker=0.5, workers=4)
     events = []
-    result = render_film(spec_from_dict(data), out=tmp_path, events=events.append)
+
+    def on_event(event):
+        events.append(event)
+        ready = sum(1 for e in events if e["event"] == "worker" and e["state"] == "ready")
+        if event["event"] == "frames" and ready < 4:
+            # Workers take seconds to start on a busy 2-core machine: hold the film back (in_flight=1
+            # stalls the ready workers after a frame) until all four are ready, so every node renders.
+            time.sleep(1.0)
+
+    result = render_film(spec_from_dict(data), out=tmp_path, events=on_event)
     nodes = {n.node_id for n in cluster.worker_nodes}
-    per_node = {}
-    for worker in result.workers:
-        per_node[worker["node"]] = per_node.get(worker["node"], 0) + 1
-        assert worker["resources"].get("GPU") == 0.5, result.workers
+    started = [e["node"] for e in events if e["event"] == "worker" and e["state"] == "starting"]
+    per_node = {node: started.count(node) for node in started}
     # Four workers on three one-GPU nodes: every node holds one, one GPU holds two.
     assert set(per_node) == nodes and sorted(per_node.values()) == [1, 1, 2]
+    assert len(result.workers) == 4
+    for worker in result.workers:
+        assert worker["resources"].get("GPU") == 0.5, result.workers
     manifest = json.loads((result.path / "manifest.json").read_text())
     assert covered_once(manifest) and set(ranges_nodes(manifest)) == nodes  # every node renders
     assert frames_of(result.path) == reference(data, "spread-ref")
