@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from farm.render.bigsleep import BigSleep, Latents, derive_seed, render_scene, render_scene_with_state
+from farm.render.bigsleep import BigSleep, Latents, render_scene, render_scene_with_state
+from farm.seeds import derive_seed
 from farm.render.models import load_models
 from farm.spec import spec_from_dict
 

@@ -35,6 +35,16 @@ def test_version_and_help():
         assert result.returncode == 0 and "usage: farm" in result.stdout
 
 
+def test_the_cli_and_the_driver_load_without_torch():
+    """torch loads in the workers; the CLI and the Ray driver (which derives scene seeds) stay light."""
+    import subprocess
+    import sys
+
+    code = "import sys, farm.cli, farm.driver.render; print(sorted({'torch', 'open_clip'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_check_prints_the_resolved_spec(tmp_path):
     spec = write_spec(tmp_path / "film.yaml", tiny_film())
     result = run_farm("check", str(spec), "--set", "render.cutouts=9")

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
-from farm.render.bigsleep import derive_seed
+from farm.seeds import derive_seed
 from farm.spec import FilmSpec, RenderSpec
 
 ANCHOR_PASS, SCENE_PASS = 1, 0

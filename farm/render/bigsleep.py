@@ -14,7 +14,6 @@ so a scene's frames are its optimisation trajectory.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -34,12 +33,6 @@ from farm.spec import RenderSpec
 
 # big-sleep's initial class logits: sigmoid(-3.9) ~ 0.02, a faint mix of every class.
 CLASS_INIT_MEAN, CLASS_INIT_STD = -3.9, 0.3
-
-
-def derive_seed(film_seed: int, scene_index: int, rendering_pass: int = 0) -> int:
-    """Scene seeds are derived, never global: the same (film, scene, pass) gives the same seed anywhere."""
-    digest = hashlib.sha256(f"farm:{film_seed}:{scene_index}:{rendering_pass}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @dataclass
