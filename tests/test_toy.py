@@ -60,6 +60,25 @@ def test_same_place_groups_differ_in_shape_only():
     assert len({(p.position, p.size) for p in mixed}) > 5
 
 
+def test_wide_colours_lie_anywhere_in_their_names_region_and_soft_edges_blur():
+    from farm.toy.world import nearest_colour
+
+    world = ToyWorld(4, wide_colours=1.0)
+    for name in COLOURS:
+        samples = np.array([world.colour(name) for _ in range(50)])
+        assert all(nearest_colour(rgb) == name for rgb in samples)
+        assert samples.std(axis=0).max() > 20  # not just the named colour, jittered
+    # By hand: (200, 90, 60) is 70.0 from red (220, 30, 30) and 75.2 from orange (245, 135, 20).
+    assert nearest_colour((200, 90, 60)) == "red" and nearest_colour((200, 110, 30)) == "orange"
+    sharp = ToyWorld(9, noise=0.0).batch(20).images
+    soft = ToyWorld(9, noise=0.0, soft_edges=1.0).batch(20).images
+
+    def colours_per_row(images):
+        return np.mean([len(np.unique(row.reshape(-1, 3), axis=0)) for image in images for row in image])
+
+    assert colours_per_row(soft) > 2 * colours_per_row(sharp)  # blurred edges: mixed colours in between
+
+
 # --- the pixel judge -------------------------------------------------------------------------
 
 

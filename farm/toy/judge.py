@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from farm.toy.world import COLOURS, POSITIONS
+from farm.toy.world import POSITIONS, nearest_colour
 
 FILL = {"triangle": 0.5, "circle": math.pi / 4, "square": 1.0}
 
@@ -27,10 +27,6 @@ class Verdict:
     background: str
     fill: float  # the shape's share of its bounding box
     area: float  # the shape's share of the picture
-
-
-def nearest_colour(rgb: np.ndarray) -> str:
-    return min(COLOURS, key=lambda name: float(np.sum((np.asarray(COLOURS[name], float) - rgb) ** 2)))
 
 
 def foreground(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

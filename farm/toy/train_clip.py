@@ -36,6 +36,10 @@ class Recipe:
     group: int = 2  # pictures per batch sharing colour and background, differing in shape, place, size
     same_place: float = 0.0  # share of those groups that also share place and size, differing in shape only
     temperature: float = 0.07  # initial softmax temperature (CLIP's 0.07); learnt from there
+    # Shares of pictures with colours anywhere in their name's region of the RGB cube, and with
+    # blurred edges: so that the CLIP reads the generator's pictures on the way to a prompt too.
+    wide_colours: float = 0.0
+    soft_edges: float = 0.0
     crop_min: float = 0.8  # random crops of this fraction of the side or more, like the renderer's cutouts
     threads: int = 1
     config: dict = field(default_factory=lambda: dict(TOY_CLIP))
@@ -102,7 +106,8 @@ def train(recipe: Recipe, log=print, evaluate_every: int = 500, checkpoint=None)
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                                    {"params": rest, "weight_decay": 0.0}], lr=recipe.learning_rate)
-    world = ToyWorld(seed=recipe.seed, size=recipe.config["image_size"])
+    world = ToyWorld(seed=recipe.seed, size=recipe.config["image_size"], wide_colours=recipe.wide_colours,
+                     soft_edges=recipe.soft_edges)
     start = time.monotonic()
     history = []
     for step in range(recipe.steps):

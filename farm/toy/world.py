@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -67,11 +68,17 @@ class Batch:
 class ToyWorld:
     """An endless, seeded source of captioned pictures."""
 
-    def __init__(self, seed: int, size: int = 64, noise: float = 12.0, partial_captions: bool = True) -> None:
+    def __init__(self, seed: int, size: int = 64, noise: float = 12.0, partial_captions: bool = True,
+                 wide_colours: float = 0.0, soft_edges: float = 0.0) -> None:
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.size = size
         self.noise = noise
         self.partial_captions = partial_captions
+        # Shares of pictures whose colours lie anywhere in their name's region of the RGB cube (the
+        # named colours' nearest-colour regions), and whose shape has a blurred edge: what a
+        # generator's pictures look like on the way to a prompt.
+        self.wide_colours = wide_colours
+        self.soft_edges = soft_edges
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         self.xs, self.ys = (xs + 0.5) / size, (ys + 0.5) / size
 
@@ -108,12 +115,24 @@ class ToyWorld:
             low, high = SIZES[p.size]
             r = rng.uniform(low, high)
             cx, cy = cx + rng.uniform(-0.05, 0.05), cy + rng.uniform(-0.05, 0.05)
-            mask = shape_mask(p.shape, self.xs, self.ys, cx, cy, r)
-            fg = np.array(COLOURS[p.colour], np.float32) + rng.normal(0, 10, 3)
-            bg = np.array(COLOURS[p.background], np.float32) + rng.normal(0, 10, 3)
-            images[i] = np.where(mask[..., None], fg, bg)
+            mask = shape_mask(p.shape, self.xs, self.ys, cx, cy, r).astype(np.float32)
+            if self.soft_edges and rng.random() < self.soft_edges:
+                mask = gaussian_filter(mask, sigma=rng.uniform(0.5, 2.0) * s / 64)
+            fg, bg = self.colour(p.colour), self.colour(p.background)
+            images[i] = mask[..., None] * fg + (1 - mask[..., None]) * bg
         images += rng.normal(0, 1, images.shape).astype(np.float32) * rng.uniform(0, self.noise, (n, 1, 1, 1)).astype(np.float32)
         return images.clip(0, 255).round().astype(np.uint8)
+
+    def colour(self, name: str) -> np.ndarray:
+        """An RGB colour for a colour name: the named colour jittered a little, or (a share
+        ``wide_colours`` of the time) any colour whose nearest named colour is this one."""
+        rng = self.rng
+        if self.wide_colours and rng.random() < self.wide_colours:
+            while True:
+                rgb = rng.uniform(0, 255, 3)
+                if nearest_colour(rgb) == name:
+                    return rgb.astype(np.float32)
+        return np.array(COLOURS[name], np.float32) + rng.normal(0, 10, 3)
 
     def batch(self, n: int, group: int = 1, same_place: float = 0.0) -> Batch:
         pictures = self.pictures(n, group, same_place)
@@ -146,6 +165,11 @@ class ToyWorld:
     def __iter__(self) -> Iterator[Batch]:
         while True:
             yield self.batch(64)
+
+
+def nearest_colour(rgb) -> str:
+    """The named colour nearest to an RGB colour (0..255), by distance in the RGB cube."""
+    return min(COLOURS, key=lambda name: float(np.sum((np.asarray(COLOURS[name], float) - rgb) ** 2)))
 
 
 def shape_mask(shape: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
