@@ -210,6 +210,9 @@ class RenderSpec:
     """Place crops around the centre (normal, std = half the free range / center_focus)."""
     center_focus: float = 2.0
     # --- the optimiser ---------------------------------------------------------------------------
+    init_candidates: int = 1
+    """Random starting latents drawn for a scene that starts from its own seed; the one with the
+    lowest loss (one set of cutouts for all) is kept. 1: big-sleep's single random start."""
     learning_rate: float = 0.07
     gradient_accumulation: int = 1
     """Forward/backward passes (each with fresh cutouts) summed into one Adam step."""
@@ -255,7 +258,8 @@ class RenderSpec:
     def validate(self, path: str) -> None:
         positive_ints = {"steps_per_frame": self.steps_per_frame, "cutouts": self.cutouts,
                          "cpus_per_worker": self.cpus_per_worker, "anchor_steps": self.anchor_steps,
-                         "gradient_accumulation": self.gradient_accumulation}
+                         "gradient_accumulation": self.gradient_accumulation,
+                         "init_candidates": self.init_candidates}
         for name, value in positive_ints.items():
             if value < 1:
                 raise SpecError(f"{path}.{name}", f"must be at least 1, got {value!r}")

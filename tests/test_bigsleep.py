@@ -211,6 +211,36 @@ def test_reseeding_inside_a_scene_mixes_in_the_set_fraction(spec, models):
     assert not torch.equal(plain.z, moving.z)
 
 
+def test_init_candidates_keep_the_start_with_the_lowest_loss(spec, models):
+    import dataclasses
+
+    from farm.render.bigsleep import CLASS_INIT_MEAN, CLASS_INIT_STD
+    from farm.render.cutouts import cutout_boxes
+
+    settings = dataclasses.replace(spec.render, init_candidates=4)
+    sleeper = BigSleep(models, settings, PROMPT, seed=11)
+    # The same draws by hand: the first start, the shared cutouts, then three more starts.
+    rng = torch.Generator().manual_seed(11)
+
+    def draw():
+        z = torch.randn(models.num_latents, models.z_dim, generator=rng)
+        return z, CLASS_INIT_MEAN + CLASS_INIT_STD * torch.randn(models.num_latents, models.num_classes, generator=rng)
+
+    first = draw()
+    boxes = cutout_boxes(settings, settings.cutouts, models.resolution, rng)
+    starts = [first] + [draw() for _ in range(3)]
+    with torch.no_grad():
+        losses = [BigSleep(models, spec.render, PROMPT, seed=11, init=Latents(z, c)).losses(boxes)["loss"].item()
+                  for z, c in starts]
+    best = int(np.argmin(losses))
+    assert len(set(losses)) == 4
+    assert torch.equal(sleeper.z.detach(), starts[best][0]) and torch.equal(sleeper.classes.detach(), starts[best][1])
+    torch.testing.assert_close(sleeper.ema.average.z, starts[best][0])  # frames start from the winner too
+    # One candidate is big-sleep's single random start, untouched.
+    assert torch.equal(BigSleep(models, dataclasses.replace(spec.render, init_candidates=1), PROMPT, seed=11).z.detach(),
+                       first[0])
+
+
 def test_a_resumed_scene_is_byte_identical(spec, models):
     import dataclasses
 

@@ -115,20 +115,48 @@ class BigSleep:
             self.text_embeds = F.normalize(models.clip.encode_text(tokens).float(), dim=-1)  # (P, D)
         self.prompt_weights = torch.tensor([w for _, w in prompts], dtype=torch.float32, device=device)  # (P,)
         if init is None:
-            z = torch.randn(models.num_latents, models.z_dim, generator=self.rng)
-            classes = CLASS_INIT_MEAN + CLASS_INIT_STD * torch.randn(models.num_latents, models.num_classes, generator=self.rng)
+            z, classes = self.random_latents()
         else:
             z, classes = init.z.detach().cpu().float().clone(), init.classes.detach().cpu().float().clone()
         self.z = z.to(device).requires_grad_(True)
         self.classes = classes.to(device).requires_grad_(True)
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if settings.precision == "bf16"
+                         else nullcontext())
+        self.loss_fn = torch.compile(self.loss_terms) if settings.compile else self.loss_terms
+        if init is None and settings.init_candidates > 1:
+            self.pick_start(settings.init_candidates)
         self.ema = EMA(Latents(self.z, self.classes), settings.ema_decay, settings.ema_start)
         self.optimizer = torch.optim.Adam([self.z, self.classes], lr=settings.learning_rate)
         self.steps = 0
         self.frames_done = 0
         self.first: Optional[Latents] = None  # the EMA latents of the scene's first frame
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if settings.precision == "bf16"
-                         else nullcontext())
-        self.loss_fn = torch.compile(self.loss_terms) if settings.compile else self.loss_terms
+
+    def random_latents(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """big-sleep's random start: standard normal z, class logits around -3.9."""
+        m = self.models
+        z = torch.randn(m.num_latents, m.z_dim, generator=self.rng)
+        classes = CLASS_INIT_MEAN + CLASS_INIT_STD * torch.randn(m.num_latents, m.num_classes, generator=self.rng)
+        return z, classes
+
+    @torch.no_grad()
+    def pick_start(self, candidates: int) -> None:
+        """Draw ``candidates - 1`` more random starts and keep the one whose loss (latent and
+        class terms plus the CLIP term, on one set of cutouts shared by all) is lowest. The
+        EMA and the optimiser are built from the winner."""
+        boxes = cutout_boxes(self.settings, self.settings.cutouts, self.models.resolution, self.rng)
+        best_z, best_classes = self.z.detach().clone(), self.classes.detach().clone()
+        best = self.total_loss(best_z, best_classes, boxes)
+        for _ in range(candidates - 1):
+            z, classes = (t.to(self.z.device) for t in self.random_latents())
+            loss = self.total_loss(z, classes, boxes)
+            if loss < best:
+                best, best_z, best_classes = loss, z, classes
+        self.z.copy_(best_z)
+        self.classes.copy_(best_classes)
+
+    def total_loss(self, z: torch.Tensor, classes: torch.Tensor, boxes: torch.Tensor) -> float:
+        terms = self.loss_fn(z, classes, boxes)
+        return float(terms["latent"] + terms["classes"] + terms["clip"])
 
     # 1-2. image, cutouts
     def cutouts(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
