@@ -46,8 +46,10 @@ def train_clip(args, out: Path) -> None:
     recipe = Recipe(seed=args.seed, threads=args.threads or Recipe.threads)
     if args.clip_steps:
         recipe = dataclasses.replace(recipe, steps=args.clip_steps)
+    if args.clip_finetune_steps is not None:
+        recipe = dataclasses.replace(recipe, finetune_steps=args.clip_finetune_steps)
     if args.fast:
-        recipe = dataclasses.replace(recipe, steps=60, batch=32)
+        recipe = dataclasses.replace(recipe, steps=60, finetune_steps=20, batch=32)
     print(f"CLIP recipe: {dataclasses.asdict(recipe)}", flush=True)
     partial = out.with_suffix(".partial.pt")
 
@@ -87,6 +89,8 @@ def main() -> None:
     parser.add_argument("--model", choices=["both", "clip", "generator"], default="both")
     parser.add_argument("--seed", type=int, default=Recipe.seed)
     parser.add_argument("--clip-steps", type=int, help=f"default {Recipe.steps}")
+    parser.add_argument("--clip-finetune-steps", type=int,
+                        help=f"the second phase (wide colours, soft edges), default {Recipe.finetune_steps}; 0: none")
     parser.add_argument("--generator-steps", type=int, help=f"default {GeneratorRecipe.steps}")
     parser.add_argument("--threads", type=int, help=f"default {Recipe.threads} for the CLIP, {GeneratorRecipe.threads} for the generator")
     parser.add_argument("--fast", action="store_true", help="a short debugging run")

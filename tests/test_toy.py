@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,11 @@ def test_wide_colours_lie_anywhere_in_their_names_region_and_soft_edges_blur():
         assert samples.std(axis=0).max() > 20  # not just the named colour, jittered
     # By hand: (200, 90, 60) is 70.0 from red (220, 30, 30) and 75.2 from orange (245, 135, 20).
     assert nearest_colour((200, 90, 60)) == "red" and nearest_colour((200, 110, 30)) == "orange"
+    near = ToyWorld(4, wide_colours=1.0, wide_radius=60.0)
+    for name in COLOURS:
+        samples = np.array([near.colour(name) for _ in range(50)])
+        assert all(nearest_colour(rgb) == name for rgb in samples)
+        assert np.linalg.norm(samples - np.array(COLOURS[name]), axis=1).max() <= 60.0
     sharp = ToyWorld(9, noise=0.0).batch(20).images
     soft = ToyWorld(9, noise=0.0, soft_edges=1.0).batch(20).images
 
@@ -125,14 +132,33 @@ def test_tokenizer_maps_open_clip_bpe_onto_the_compact_vocabulary():
 
 
 def test_training_is_deterministic_from_its_seed():
-    recipe = Recipe(steps=3, batch=8, threads=1)
-    small = dict(recipe.config, text_width=32, text_layers=1)
-    runs = [train(Recipe(steps=3, batch=8, threads=1, config=small), log=lambda _: None, evaluate_every=0)[0]
-            for _ in range(2)]
-    other = train(Recipe(seed=1, steps=3, batch=8, threads=1, config=small), log=lambda _: None, evaluate_every=0)[0]
-    a, b, c = (m.state_dict() for m in (*runs, other))
+    small = dict(Recipe().config, text_width=32, text_layers=1)
+
+    def run(seed):  # both phases: 3 steps, then 2 on wide colours and soft edges
+        recipe = Recipe(seed=seed, steps=3, finetune_steps=2, batch=8, threads=1, config=small)
+        return train(recipe, log=lambda _: None, evaluate_every=0)[0]
+
+    a, b, c = (m.state_dict() for m in (run(0), run(0), run(1)))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_the_second_phase_starts_from_the_first_as_shipped():
+    """Phase two continues from phase one's weights rounded to fp16, on pictures of wide colours
+    and soft edges drawn from seed + 1."""
+    from farm.toy.common import float_state, half_state
+    from farm.toy.train_clip import contrastive_phase
+
+    recipe = Recipe(steps=3, finetune_steps=2, batch=8, threads=1, config=dict(Recipe().config, text_width=32, text_layers=1))
+    both = train(recipe, log=lambda _: None, evaluate_every=0)[0]
+    first, tokenizer, _ = train(dataclasses.replace(recipe, finetune_steps=0), log=lambda _: None, evaluate_every=0)
+    first.load_state_dict(float_state(half_state(first)))
+    torch.manual_seed(1)
+    world = ToyWorld(seed=1, size=64, wide_colours=recipe.finetune_wide_colours, soft_edges=recipe.finetune_soft_edges,
+                     wide_radius=recipe.finetune_wide_radius)
+    contrastive_phase(first, tokenizer, world, recipe, 2, recipe.finetune_learning_rate, 1, lambda _: None, 0, None, 0.0)
+    a, b = both.state_dict(), first.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # --- the shipped weights ---------------------------------------------------------------------
@@ -171,6 +197,7 @@ def test_shipped_toy_clip_meets_its_zero_shot_target(held_out_accuracy, attribut
 
 CHANNELS = {"red": 0, "green": 1, "blue": 2}
 RENDER_FRAMES = 4
+RENDER_SEEDS = (1, 2, 3, 4)  # scene seeds; every start is the best of the preset's 32 by the loss
 
 
 def toy_spec(**render):
@@ -189,51 +216,71 @@ def toy_models():
     return load_models(spec.models, spec.video.size, torch.device("cpu"))
 
 
-def colour_leads(models, settings) -> dict[str, float]:
-    """For red, green, blue: how far the prompted channel's mean leads the larger other channel
-    in the final frame of "a <colour> circle on a black background" (0..255)."""
+def colour_renders(models, settings) -> dict[str, list[np.ndarray]]:
+    """For red, green, blue: the final frames of "a <colour> circle on a black background", one per seed."""
     from farm.render.bigsleep import render_scene
 
-    leads = {}
-    for colour, channel in CHANNELS.items():
-        frames = list(render_scene(models, settings, f"a {colour} circle on a black background", seed=1,
-                                   frames=RENDER_FRAMES))
-        mean = frames[-1].image.reshape(-1, 3).astype(float).mean(axis=0)
-        leads[colour] = float(mean[channel] - np.delete(mean, channel).max())
-    return leads
+    return {colour: [list(render_scene(models, settings, f"a {colour} circle on a black background", seed=seed,
+                                       frames=RENDER_FRAMES))[-1].image for seed in RENDER_SEEDS]
+            for colour in CHANNELS}
+
+
+def lead(image: np.ndarray, colour: str) -> float:
+    """How far the prompted channel of the frame's mean colour leads the larger other channel (0..255)."""
+    mean = image.reshape(-1, 3).astype(float).mean(axis=0)
+    channel = CHANNELS[colour]
+    return float(mean[channel] - np.delete(mean, channel).max())
+
+
+def read_as_prompted(renders: dict[str, list[np.ndarray]]) -> int:
+    """How many frames the pixel judge reads as the prompted colour on a black background."""
+    from farm.toy.judge import judge
+
+    verdicts = [judge(image) for images in renders.values() for image in images]
+    colours = [colour for colour, images in renders.items() for _ in images]
+    return sum(v is not None and (v.colour, v.background) == (c, "black") for v, c in zip(verdicts, colours))
 
 
 @pytest.fixture(scope="module")
-def default_leads(toy_models):
-    return colour_leads(toy_models, toy_spec().render)
+def default_renders(toy_models):
+    return colour_renders(toy_models, toy_spec().render)
 
 
 @pytest.fixture(scope="module")
-def weak_leads(toy_models):
-    return colour_leads(toy_models, toy_spec(clip_weight=toy_spec().render.clip_weight / 1000).render)
+def weak_renders(toy_models):
+    return colour_renders(toy_models, toy_spec(clip_weight=toy_spec().render.clip_weight / 1000).render)
 
 
-# Not reached yet for red and green (blue is): the toy generator draws colours and places but
-# blurred blobs for shapes, and through it the toy CLIP does not steer the frames far enough
-# (figures in docs/TOY.md). Strict,
-# so that these turn red once better weights are shipped and the marks must go.
+# A clear margin, worked out by hand: the frame's mean lead of an exact drawing of the prompt with a
+# circle of the code's middle radius, 0.16 of the side (area pi 0.16^2 = 0.0804 of the frame), on the
+# named black (12, 12, 12): red (220, 30, 30) 0.0804 x 190 = 15.3, green (30, 170, 50) 0.0804 x 120
+# = 9.6, blue (30, 60, 220) 0.0804 x 160 = 12.9. The test asks for half of that in 3 of the 4 seeds.
+CLEAR_LEAD = {"red": 15.3 / 2, "green": 9.6 / 2, "blue": 12.9 / 2}
+# Not reached yet for blue (red and green are): figures in docs/TOY.md. Strict, so that the mark
+# must go once better weights follow blue too.
 NOT_YET = pytest.mark.xfail(strict=True, reason="issue 7: prompt-following through the toy generator not reached (docs/TOY.md)")
-COLOURS_TESTED = [pytest.param("red", marks=NOT_YET), pytest.param("green", marks=NOT_YET), "blue"]
 
 
-@pytest.mark.parametrize("colour", COLOURS_TESTED)
-def test_toy_preset_paints_the_prompted_colour(toy_models, default_leads, colour):
+@pytest.mark.parametrize("colour", ["red", "green", pytest.param("blue", marks=NOT_YET)])
+def test_toy_preset_paints_the_prompted_colour(toy_models, default_renders, colour):
     from open_clip import CLIP
 
     assert isinstance(toy_models.clip, CLIP)
-    assert default_leads[colour] > 20, default_leads
+    leads = [round(lead(image, colour), 1) for image in default_renders[colour]]
+    assert sum(x > CLEAR_LEAD[colour] for x in leads) >= 3, leads
 
 
-@pytest.mark.parametrize("colour", COLOURS_TESTED)
-def test_a_clip_weight_far_too_low_loses_the_prompt(default_leads, weak_leads, colour):
-    """The loss balance matters: with the CLIP term 1000 times too weak the regularisers win."""
-    assert default_leads[colour] > 20 and weak_leads[colour] < 20, (default_leads, weak_leads)
-    assert weak_leads[colour] < default_leads[colour] - 20, (default_leads, weak_leads)
+def test_the_pixel_judge_reads_the_prompted_colours(default_renders):
+    """Judged on pixels, not by CLIP: the prompted colour on a black background in at least half
+    of the frames (by chance, one in 64)."""
+    assert read_as_prompted(default_renders) >= len(CHANNELS) * len(RENDER_SEEDS) / 2
+
+
+def test_a_clip_weight_far_too_low_loses_the_prompt(default_renders, weak_renders):
+    """The loss balance matters: with the CLIP term 1000 times too weak the regularisers win, and
+    the judge reads the prompt in at most half as many frames."""
+    default, weak = read_as_prompted(default_renders), read_as_prompted(weak_renders)
+    assert default >= len(CHANNELS) * len(RENDER_SEEDS) / 2 and weak <= default / 2, (default, weak)
 
 
 SHAPE_PROMPTS = [("circle", "red", "black"), ("square", "yellow", "blue"), ("triangle", "white", "green"),

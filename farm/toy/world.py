@@ -69,7 +69,7 @@ class ToyWorld:
     """An endless, seeded source of captioned pictures."""
 
     def __init__(self, seed: int, size: int = 64, noise: float = 12.0, partial_captions: bool = True,
-                 wide_colours: float = 0.0, soft_edges: float = 0.0) -> None:
+                 wide_colours: float = 0.0, soft_edges: float = 0.0, wide_radius: float = 0.0) -> None:
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.size = size
         self.noise = noise
@@ -78,6 +78,7 @@ class ToyWorld:
         # named colours' nearest-colour regions), and whose shape has a blurred edge: what a
         # generator's pictures look like on the way to a prompt.
         self.wide_colours = wide_colours
+        self.wide_radius = wide_radius
         self.soft_edges = soft_edges
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         self.xs, self.ys = (xs + 0.5) / size, (ys + 0.5) / size
@@ -125,12 +126,17 @@ class ToyWorld:
 
     def colour(self, name: str) -> np.ndarray:
         """An RGB colour for a colour name: the named colour jittered a little, or (a share
-        ``wide_colours`` of the time) any colour whose nearest named colour is this one."""
+        ``wide_colours`` of the time) any colour whose nearest named colour is this one (and,
+        with ``wide_radius``, no farther from it than that)."""
         rng = self.rng
         if self.wide_colours and rng.random() < self.wide_colours:
+            named = np.array(COLOURS[name], np.float64)
+            low, high = (np.maximum(named - self.wide_radius, 0), np.minimum(named + self.wide_radius, 255)) \
+                if self.wide_radius else (np.zeros(3), np.full(3, 255.0))
             while True:
-                rgb = rng.uniform(0, 255, 3)
-                if nearest_colour(rgb) == name:
+                rgb = rng.uniform(low, high)
+                near = not self.wide_radius or np.linalg.norm(rgb - named) <= self.wide_radius
+                if near and nearest_colour(rgb) == name:
                     return rgb.astype(np.float32)
         return np.array(COLOURS[name], np.float32) + rng.normal(0, 10, 3)
 
