@@ -40,13 +40,14 @@ class Recipe:
     # blurred edges: so that the CLIP reads the generator's pictures on the way to a prompt too.
     wide_colours: float = 0.0
     soft_edges: float = 0.0
-    # An optional second phase: from the first phase's weights (as shipped, fp16), pictures of wide
-    # colours (within finetune_wide_radius of the named colour; 0: anywhere in its region) and soft
-    # edges, at a lower rate. Not in the shipped recipe: docs/TOY.md says what 1500 steps gave.
-    finetune_steps: int = 0
+    # The second phase: from the first phase's weights (as shipped, fp16), pictures of wide colours
+    # (within finetune_wide_radius of the named colour; 0: anywhere in its region) and soft edges,
+    # at a lower rate, so the CLIP reads the in-between pictures an optimisation passes through
+    # (docs/TOY.md). 0 steps: none.
+    finetune_steps: int = 1500
     finetune_learning_rate: float = 1e-3
     finetune_wide_colours: float = 0.4
-    finetune_wide_radius: float = 0.0
+    finetune_wide_radius: float = 35.0
     finetune_soft_edges: float = 0.15
     crop_min: float = 0.8  # random crops of this fraction of the side or more, like the renderer's cutouts
     threads: int = 1
