@@ -234,6 +234,9 @@ def test_init_candidates_keep_the_start_with_the_lowest_loss(spec, models):
                   for z, c in starts]
     best = int(np.argmin(losses))
     assert len(set(losses)) == 4
+    with torch.no_grad():  # scored together, each loss is what it is alone
+        together = sleeper.batch_losses(torch.stack([z for z, _ in starts]), torch.stack([c for _, c in starts]), boxes)
+    np.testing.assert_allclose(together, losses, rtol=1e-5)
     assert torch.equal(sleeper.z.detach(), starts[best][0]) and torch.equal(sleeper.classes.detach(), starts[best][1])
     torch.testing.assert_close(sleeper.ema.average.z, starts[best][0])  # frames start from the winner too
     # One candidate is big-sleep's single random start, untouched.

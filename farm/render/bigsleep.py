@@ -33,6 +33,8 @@ from farm.spec import RenderSpec
 
 # big-sleep's initial class logits: sigmoid(-3.9) ~ 0.02, a faint mix of every class.
 CLASS_INIT_MEAN, CLASS_INIT_STD = -3.9, 0.3
+# Starting candidates (render.init_candidates) scored in one forward pass at a time.
+CANDIDATE_BATCH = 16
 
 
 @dataclass
@@ -141,22 +143,31 @@ class BigSleep:
     @torch.no_grad()
     def pick_start(self, candidates: int) -> None:
         """Draw ``candidates - 1`` more random starts and keep the one whose loss (latent and
-        class terms plus the CLIP term, on one set of cutouts shared by all) is lowest. The
-        EMA and the optimiser are built from the winner."""
+        class terms plus the CLIP term, on one set of cutouts shared by all) is lowest, scoring
+        ``CANDIDATE_BATCH`` at a time. The EMA and the optimiser are built from the winner."""
         boxes = cutout_boxes(self.settings, self.settings.cutouts, self.models.resolution, self.rng)
-        best_z, best_classes = self.z.detach().clone(), self.classes.detach().clone()
-        best = self.total_loss(best_z, best_classes, boxes)
-        for _ in range(candidates - 1):
-            z, classes = (t.to(self.z.device) for t in self.random_latents())
-            loss = self.total_loss(z, classes, boxes)
-            if loss < best:
-                best, best_z, best_classes = loss, z, classes
-        self.z.copy_(best_z)
-        self.classes.copy_(best_classes)
+        starts = [(self.z.detach().clone(), self.classes.detach().clone())]
+        starts += [tuple(t.to(self.z.device) for t in self.random_latents()) for _ in range(candidates - 1)]
+        losses: list[float] = []
+        for first in range(0, candidates, CANDIDATE_BATCH):
+            chunk = starts[first:first + CANDIDATE_BATCH]
+            losses += self.batch_losses(torch.stack([z for z, _ in chunk]), torch.stack([c for _, c in chunk]), boxes)
+        z, classes = starts[int(np.argmin(losses))]
+        self.z.copy_(z)
+        self.classes.copy_(classes)
 
-    def total_loss(self, z: torch.Tensor, classes: torch.Tensor, boxes: torch.Tensor) -> float:
-        terms = self.loss_fn(z, classes, boxes)
-        return float(terms["latent"] + terms["classes"] + terms["clip"])
+    def batch_losses(self, z: torch.Tensor, classes: torch.Tensor, boxes: torch.Tensor) -> list[float]:
+        """The loss of each of B latent sets, z (B, L, Z) and class logits (B, L, C), with
+        the same cutouts for all: what :meth:`losses` gives for each alone, in one pass."""
+        s = self.settings
+        with self.autocast:
+            vectors = class_vectors(classes.flatten(0, 1), s.max_classes, s.class_temperature).view_as(classes)
+            images = synthesize(self.models, z, vectors, s.truncation)
+            embeds = self.models.clip.encode_image(torch.cat([self.cutouts(image[None], boxes) for image in images]))
+        embeds = embeds.float().view(len(z), len(boxes), -1)
+        return [float(latent_loss(z[i]) + class_loss(vectors[i].float())
+                      + clip_loss(embeds[i], self.text_embeds, self.prompt_weights, s.clip_weight)[0])
+                for i in range(len(z))]
 
     # 1-2. image, cutouts
     def cutouts(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
