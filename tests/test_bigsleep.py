@@ -214,7 +214,7 @@ def test_reseeding_inside_a_scene_mixes_in_the_set_fraction(spec, models):
 def test_init_candidates_keep_the_start_with_the_lowest_loss(spec, models):
     import dataclasses
 
-    from farm.render.bigsleep import CLASS_INIT_MEAN, CLASS_INIT_STD
+    from farm.render.bigsleep import CLASS_INIT_MEAN, CLASS_INIT_STD, total_loss
     from farm.render.cutouts import cutout_boxes
 
     settings = dataclasses.replace(spec.render, init_candidates=4)
@@ -235,7 +235,8 @@ def test_init_candidates_keep_the_start_with_the_lowest_loss(spec, models):
     best = int(np.argmin(losses))
     assert len(set(losses)) == 4
     with torch.no_grad():  # scored together, each loss is what it is alone
-        together = sleeper.batch_losses(torch.stack([z for z, _ in starts]), torch.stack([c for _, c in starts]), boxes)
+        together = total_loss(sleeper.loss_terms(torch.stack([z for z, _ in starts]), torch.stack([c for _, c in starts]),
+                                                 boxes)).tolist()
     np.testing.assert_allclose(together, losses, rtol=1e-5)
     assert torch.equal(sleeper.z.detach(), starts[best][0]) and torch.equal(sleeper.classes.detach(), starts[best][1])
     torch.testing.assert_close(sleeper.ema.average.z, starts[best][0])  # frames start from the winner too

@@ -37,6 +37,11 @@ CLASS_INIT_MEAN, CLASS_INIT_STD = -3.9, 0.3
 CANDIDATE_BATCH = 16
 
 
+def total_loss(terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Big Sleep's loss from its terms: latent + classes + CLIP."""
+    return terms["latent"] + terms["classes"] + terms["clip"]
+
+
 @dataclass
 class Latents:
     """What a scene's image is made of; a later scene can start from it."""
@@ -151,23 +156,11 @@ class BigSleep:
         losses: list[float] = []
         for first in range(0, candidates, CANDIDATE_BATCH):
             chunk = starts[first:first + CANDIDATE_BATCH]
-            losses += self.batch_losses(torch.stack([z for z, _ in chunk]), torch.stack([c for _, c in chunk]), boxes)
+            terms = self.loss_fn(torch.stack([z for z, _ in chunk]), torch.stack([c for _, c in chunk]), boxes)
+            losses += total_loss(terms).tolist()
         z, classes = starts[int(np.argmin(losses))]
         self.z.copy_(z)
         self.classes.copy_(classes)
-
-    def batch_losses(self, z: torch.Tensor, classes: torch.Tensor, boxes: torch.Tensor) -> list[float]:
-        """The loss of each of B latent sets, z (B, L, Z) and class logits (B, L, C), with
-        the same cutouts for all: what :meth:`losses` gives for each alone, in one pass."""
-        s = self.settings
-        with self.autocast:
-            vectors = class_vectors(classes.flatten(0, 1), s.max_classes, s.class_temperature).view_as(classes)
-            images = synthesize(self.models, z, vectors, s.truncation)
-            embeds = self.models.clip.encode_image(torch.cat([self.cutouts(image[None], boxes) for image in images]))
-        embeds = embeds.float().view(len(z), len(boxes), -1)
-        return [float(latent_loss(z[i]) + class_loss(vectors[i].float())
-                      + clip_loss(embeds[i], self.text_embeds, self.prompt_weights, s.clip_weight)[0])
-                for i in range(len(z))]
 
     # 1-2. image, cutouts
     def cutouts(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -178,25 +171,28 @@ class BigSleep:
 
     # 3. the loss, term by term
     def loss_terms(self, z: torch.Tensor, classes: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The terms for B latent sets, z (B, L, Z) and class logits (B, L, C), every one scored on
+        the same cutouts: each term (B,)."""
         s = self.settings
         with self.autocast:
-            vectors = class_vectors(classes, s.max_classes, s.class_temperature)
-            image = synthesize(self.models, z[None], vectors[None], s.truncation)
-            embeds = self.models.clip.encode_image(self.cutouts(image, boxes))
-        similarity_loss, similarity = clip_loss(embeds.float(), self.text_embeds, self.prompt_weights, s.clip_weight)
+            vectors = class_vectors(classes.flatten(0, 1), s.max_classes, s.class_temperature).view_as(classes)
+            images = synthesize(self.models, z, vectors, s.truncation)
+            embeds = self.models.clip.encode_image(torch.cat([self.cutouts(image[None], boxes) for image in images]))
+        embeds = embeds.float().reshape(len(z), len(boxes), -1)
+        clip = [clip_loss(e, self.text_embeds, self.prompt_weights, s.clip_weight) for e in embeds]
         return {
-            "latent": latent_loss(z),
-            "classes": class_loss(vectors.float()),
-            "clip": similarity_loss,
-            "similarity": similarity[0],
+            "latent": torch.stack([latent_loss(rows) for rows in z]),
+            "classes": torch.stack([class_loss(v.float()) for v in vectors]),
+            "clip": torch.stack([loss for loss, _ in clip]),
+            "similarity": torch.stack([similarity[0] for _, similarity in clip]),
         }
 
     def losses(self, boxes: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """The loss terms at the current latents, with random cutouts unless ``boxes`` are given."""
         if boxes is None:
             boxes = cutout_boxes(self.settings, self.settings.cutouts, self.models.resolution, self.rng)
-        terms = self.loss_fn(self.z, self.classes, boxes)
-        terms["loss"] = terms["latent"] + terms["classes"] + terms["clip"]
+        terms = {name: term[0] for name, term in self.loss_fn(self.z[None], self.classes[None], boxes).items()}
+        terms["loss"] = total_loss(terms)
         return terms
 
     # 4-5. one step: loss -> Adam -> EMA -> re-seed

@@ -131,12 +131,11 @@ class ToyWorld:
         rng = self.rng
         if self.wide_colours and rng.random() < self.wide_colours:
             named = np.array(COLOURS[name], np.float64)
-            low, high = (np.maximum(named - self.wide_radius, 0), np.minimum(named + self.wide_radius, 255)) \
-                if self.wide_radius else (np.zeros(3), np.full(3, 255.0))
+            radius = self.wide_radius or np.inf
+            low, high = np.clip(named - radius, 0, 255), np.clip(named + radius, 0, 255)
             while True:
                 rgb = rng.uniform(low, high)
-                near = not self.wide_radius or np.linalg.norm(rgb - named) <= self.wide_radius
-                if near and nearest_colour(rgb) == name:
+                if np.linalg.norm(rgb - named) <= radius and nearest_colour(rgb) == name:
                     return rgb.astype(np.float32)
         return np.array(COLOURS[name], np.float32) + rng.normal(0, 10, 3)
 
