@@ -142,7 +142,7 @@ def biggan_layers(size: int) -> list[tuple[bool, int, int]]:
     """Generator blocks for a BigGAN-deep making ``size`` pixels: pairs of (keep, up-sample)
     blocks from 4x4, channel multipliers halving as the image grows."""
     ups = int(math.log2(size // 4))
-    mults = {5: [16, 16, 8, 4, 2, 1], 6: [16, 16, 8, 8, 4, 2, 1], 7: [16, 16, 8, 8, 4, 2, 1, 1]}[ups]
+    mults = {4: [16, 8, 4, 2, 1], 5: [16, 16, 8, 4, 2, 1], 6: [16, 16, 8, 8, 4, 2, 1], 7: [16, 16, 8, 8, 4, 2, 1, 1]}[ups]
     layers = []
     for a, b in zip(mults, mults[1:]):
         layers += [(False, a, a), (True, a, b)]
