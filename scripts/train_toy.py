@@ -70,6 +70,8 @@ def train_toy_generator(args, out: Path) -> None:
     recipe = GeneratorRecipe(seed=args.seed, threads=args.threads or GeneratorRecipe.threads)
     if args.generator_steps:
         recipe = dataclasses.replace(recipe, steps=args.generator_steps)
+    if args.generator_disagree_weight is not None:
+        recipe = dataclasses.replace(recipe, disagree_weight=args.generator_disagree_weight)
     if args.fast:
         recipe = dataclasses.replace(recipe, steps=20, batch=4)
     print(f"generator recipe: {dataclasses.asdict(recipe)}", flush=True)
@@ -92,6 +94,8 @@ def main() -> None:
     parser.add_argument("--clip-finetune-steps", type=int,
                         help=f"the second phase (wide colours, soft edges), default {Recipe.finetune_steps}; 0: none")
     parser.add_argument("--generator-steps", type=int, help=f"default {GeneratorRecipe.steps}")
+    parser.add_argument("--generator-disagree-weight", type=float,
+                        help=f"extra weight where the shapes' masks disagree, default {GeneratorRecipe.disagree_weight}")
     parser.add_argument("--threads", type=int, help=f"default {Recipe.threads} for the CLIP, {GeneratorRecipe.threads} for the generator")
     parser.add_argument("--fast", action="store_true", help="a short debugging run")
     parser.add_argument("--eval-every", type=int, default=500)

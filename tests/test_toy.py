@@ -252,10 +252,11 @@ def weak_renders(toy_models):
 
 
 # A clear margin, worked out by hand: the frame's mean lead of an exact drawing of the prompt with a
-# circle of the code's middle radius, 0.16 of the side (area pi 0.16^2 = 0.0804 of the frame), on the
-# named black (12, 12, 12): red (220, 30, 30) 0.0804 x 190 = 15.3, green (30, 170, 50) 0.0804 x 120
-# = 9.6, blue (30, 60, 220) 0.0804 x 160 = 12.9. The test asks for half of that in 4 of the 6 seeds.
-CLEAR_LEAD = {"red": 15.3 / 2, "green": 9.6 / 2, "blue": 12.9 / 2}
+# circle of the mean area of the code's two sizes, radii 0.12 and 0.195 of the side (pi (0.12^2 +
+# 0.195^2) / 2 = 0.0823 of the frame), on the named black (12, 12, 12): red (220, 30, 30) 0.0823 x 190
+# = 15.65, green (30, 170, 50) 0.0823 x 120 = 9.88, blue (30, 60, 220) 0.0823 x 160 = 13.18. The test
+# asks for half of that in 4 of the 6 seeds.
+CLEAR_LEAD = {"red": 15.65 / 2, "green": 9.88 / 2, "blue": 13.18 / 2}
 # Not reached yet for shapes: figures in docs/TOY.md. Strict, so that the marks must go once
 # better weights draw shapes.
 NOT_YET = pytest.mark.xfail(strict=True, reason="issue 7: prompt-following through the toy generator not reached (docs/TOY.md)")
@@ -318,25 +319,54 @@ def test_toy_preset_paints_the_prompted_colours_on_their_background(judged_shape
 # --- the toy generator -----------------------------------------------------------------------
 
 
-def test_a_code_means_what_its_softmaxes_and_the_normal_cdf_say():
+def test_a_code_means_what_its_softmaxes_say():
     from farm.toy.generator import CODE, meaning
 
-    assert len(CODE) == 22
-    zero = meaning(np.zeros(len(CODE)))  # every mix even: the palette's mean colour, a third of each shape
+    assert len(CODE) == 26
+    zero = meaning(np.zeros(len(CODE)))  # every mix even: the palette's mean colour, equal weights
     mean_red = (220 + 30 + 30 + 240 + 245 + 12 + 245 + 135) / 8
     assert abs(zero.colour[0] - mean_red) < 1e-9 and zero.colour == zero.background
     assert all(abs(w - 1 / 3) < 1e-12 for w in zero.shapes.values())
-    assert (zero.x, zero.y) == (0.5, 0.5) and abs(zero.radius - 0.16) < 1e-12
+    assert all(abs(w - 1 / 5) < 1e-12 for w in zero.places.values())
+    assert all(abs(w - 1 / 2) < 1e-12 for w in zero.sizes.values())
     code = np.zeros(len(CODE))
     code[CODE.index("shape red")] = 2.0
     code[CODE.index("triangle")] = 1.0
-    code[CODE.index("x")], code[CODE.index("radius")] = 1.0, -2.0
+    code[CODE.index("top")], code[CODE.index("big")] = 1.5, -1.0
     p = meaning(code)
     # By hand: red's weight is e^(2.5*2) / (e^5 + 7) = 0.954959; the other seven share the rest
     # evenly, and their red channels sum to 937: 0.954959 * 220 + 937 / (e^5 + 7) = 216.1200.
-    # Phi(1) = 0.841345 and Phi(-2) = 0.022750 (tables): x = 0.2 + 0.6 Phi(1), r = 0.08 + 0.16 Phi(-2).
-    assert abs(p.colour[0] - 216.1200) < 1e-3 and p.shape == "triangle"
-    assert abs(p.x - 0.704807) < 1e-5 and abs(p.radius - 0.083640) < 1e-5
+    # The triangle's weight e^2.5 / (e^2.5 + 2) = 12.1825 / 14.1825 = 0.858981; the top's
+    # e^3.75 / (e^3.75 + 4) = 42.5211 / 46.5211 = 0.914017; small's 1 / (1 + e^-2.5) = 0.924142.
+    assert abs(p.colour[0] - 216.1200) < 1e-3
+    assert abs(p.shapes["triangle"] - 0.858981) < 1e-6 and p.shape == "triangle"
+    assert abs(p.places["top"] - 0.914017) < 1e-6 and p.position == "top"
+    assert abs(p.sizes["small"] - 0.924142) < 1e-6
+
+
+def test_a_code_is_drawn_as_its_blended_templates():
+    """A code whose logits agree draws the toy world's shape at the named place and mean radius;
+    an even code draws the average of all thirty masks; the disagreement is 0 where every shape agrees."""
+    from farm.toy.generator import CODE, disagreement, draw_codes
+
+    size = 64
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    xs, ys = (xs + 0.5) / size, (ys + 0.5) / size
+    code = np.full(len(CODE), -4.0)
+    for name in ("shape yellow", "background blue", "square", "left", "big"):
+        code[CODE.index(name)] = 4.0
+    picture, mask = draw_codes(code[None], size, masks=True)
+    square = shape_mask("square", xs, ys, 0.25, 0.5, (0.17 + 0.22) / 2)
+    assert np.abs(mask[0] - square).max() < 1e-6
+    assert np.abs(picture[0][square] * 255 - COLOURS["yellow"]).max() < 1e-3
+    assert np.abs(picture[0][~square] * 255 - COLOURS["blue"]).max() < 1e-3
+    even = draw_codes(np.zeros((1, len(CODE))), size, masks=True)[1][0]
+    by_hand = sum(shape_mask(s, xs, ys, POSITIONS[p][1], POSITIONS[p][2], r).astype(np.float64)
+                  for s in ("circle", "square", "triangle") for p in POSITIONS for r in (0.12, 0.195)) / 30
+    assert np.abs(even - by_hand).max() < 1e-6
+    apart = disagreement(code[None], size)[0]
+    masks = [shape_mask(s, xs, ys, 0.25, 0.5, 0.195) for s in ("circle", "square", "triangle")]
+    assert np.abs(apart - (np.any(masks, 0) & ~np.all(masks, 0))).max() < 1e-6
 
 
 def test_generator_training_is_deterministic_from_its_seed():
@@ -374,7 +404,7 @@ def test_shipped_generator_is_the_biggan_class_and_small(toy_generator):
 
     from farm.toy.generator import WEIGHTS as GENERATOR_WEIGHTS
 
-    assert isinstance(toy_generator, BigGAN) and toy_generator.config.output_dim == 128
+    assert isinstance(toy_generator, BigGAN) and toy_generator.config.output_dim == 64
     assert GENERATOR_WEIGHTS.stat().st_size + WEIGHTS.stat().st_size <= 10_000_000
 
 
@@ -418,11 +448,11 @@ def test_toy_generator_problems_are_one_line_naming_the_field(tmp_path):
     from farm.errors import ModelError
     from farm.toy.generator import load_toy_biggan
 
-    with pytest.raises(ModelError, match=r"^video\.size: 256 is not a size the toy generator can make \(it makes 128\)$"):
+    with pytest.raises(ModelError, match=r"^video\.size: 256 is not a size the toy generator can make \(it makes 64\)$"):
         load_toy_biggan(size=256)
     with pytest.raises(ModelError, match=r"^models\.biggan: the toy generator's weights are missing .*train_toy\.py$"):
         load_toy_biggan(tmp_path / "none.pt")
-    torch.save({"config": {"size": 128, "channels": 8, "attention": 32}, "state": {"x": torch.zeros(1)}, "info": {}},
+    torch.save({"config": {"size": 64, "channels": 16, "attention": 32}, "state": {"x": torch.zeros(1)}, "info": {}},
                tmp_path / "wrong.pt")
     with pytest.raises(ModelError, match=r"^models\.biggan: .*wrong\.pt does not hold the toy generator's weights \(.*missing"):
         load_toy_biggan(tmp_path / "wrong.pt")

@@ -3,7 +3,8 @@ draw toy pictures, not random textures.
 
 It draws, from the first ``len(CODE)`` values of Big Sleep's first latent row (the code), the
 picture the code stands for (:func:`meaning`, :func:`draw_codes`): mixes of the named colours
-for the shape and the background, a blend of the three shapes, a place and a size. It is
+for the shape and the background, and the three shapes at the five named places and two named
+sizes, blended. It is
 trained by regression from random latents to those exact drawings, through farm's own Big
 Sleep forward pass (:func:`farm.render.generator.generate`), so every latent Big Sleep starts
 from is a picture. Every other latent value and the class mix have no effect: the class
@@ -15,6 +16,7 @@ weights before training; the weights ship in fp16 with their config.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -28,12 +30,12 @@ from farm.errors import ModelError
 from farm.render.generator import generate
 from farm.render.models import biggan_config, fold_spectral_norm, latent_rows, new_biggan, state_dict_mismatch
 from farm.toy.common import float_state, half_state, set_warmup_cosine_lr
-from farm.toy.world import COLOURS, SHAPES, shape_mask
+from farm.toy.world import COLOURS, POSITIONS, SHAPES, SIZES, shape_mask
 
 WEIGHTS = Path(__file__).with_name("weights") / "toy_biggan.pt"
-# 128 pixels, 8 channels per width unit like `tiny`; self-attention at 32x32 (the published
-# models put it at 64x64, where it costs three quarters of a training step on a CPU).
-TOY_BIGGAN = dict(size=128, channels=8, attention=32)
+# 64 pixels (what the toy CLIP sees), 16 channels per width unit (8, like `tiny`, learnt too slowly);
+# self-attention at 32x32. A 128-pixel generator cost three times as much a training step.
+TOY_BIGGAN = dict(size=64, channels=16, attention=32)
 
 
 def build_toy_biggan(config: dict = TOY_BIGGAN) -> nn.Module:
@@ -61,73 +63,105 @@ def decode(model: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 
 # The code: the first len(CODE) values of the first latent row, standard normal samples. Softmaxes of
-# its logits mix the eight named colours of the shape and of the background, and blend the three
-# shapes; the normal CDF maps the last three onto the place and the size. Every code is a picture,
-# the picture changes smoothly with the code, and a code whose logits agree is a toy-world picture.
-COLOUR_NAMES, SHARPNESS = tuple(COLOURS), 2.5  # logits are multiplied by SHARPNESS before the softmax
+# its logits (times SHARPNESS) mix the eight named colours of the shape and of the background, and
+# weigh the three shapes, the five named places and the two named sizes: the picture is the shape
+# masks drawn at the named places and sizes (their centres and mean radii in the toy world), blended
+# by those weights. Every code is a picture, the picture changes smoothly with the code, and a code
+# whose logits agree is a toy-world picture. (A code for a continuous place and radius was tried
+# first: the generator drew blobs; docs/TOY.md.)
+COLOUR_NAMES, SHARPNESS = tuple(COLOURS), 2.5
+PLACES, SIZE_NAMES = tuple(POSITIONS), tuple(SIZES)
+RADII = tuple((low + high) / 2 for low, high in SIZES.values())
 CODE = (tuple(f"shape {c}" for c in COLOUR_NAMES) + tuple(f"background {c}" for c in COLOUR_NAMES)
-        + SHAPES + ("x", "y", "radius"))
-X_RANGE, Y_RANGE, RADIUS_RANGE = (0.2, 0.8), (0.2, 0.8), (0.08, 0.24)
+        + SHAPES + PLACES + SIZE_NAMES)
 PALETTE = np.array([COLOURS[c] for c in COLOUR_NAMES], np.float64)
+_N = len(COLOUR_NAMES)
+_PARTS = {"colour": slice(0, _N), "background": slice(_N, 2 * _N), "shapes": slice(2 * _N, 2 * _N + 3),
+          "places": slice(2 * _N + 3, 2 * _N + 8), "sizes": slice(2 * _N + 8, 2 * _N + 10)}
 
 
 @dataclass(frozen=True)
 class CodedPicture:
-    """What a code means: colours (0..255), how much of each shape, place and size."""
+    """What a code means: colours (0..255) and the weights of each shape, place and size."""
 
     colour: tuple[float, float, float]
     background: tuple[float, float, float]
-    shapes: dict[str, float]  # weights summing to 1
-    x: float
-    y: float
-    radius: float
+    shapes: dict[str, float]  # each set of weights sums to 1
+    places: dict[str, float]
+    sizes: dict[str, float]
 
     @property
     def shape(self) -> str:
         return max(self.shapes, key=self.shapes.get)
 
+    @property
+    def position(self) -> str:
+        return max(self.places, key=self.places.get)
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(SHARPNESS * (logits - logits.max()))
-    return e / e.sum()
+    """Softmax of SHARPNESS x logits along the last axis."""
+    e = np.exp(SHARPNESS * (logits - logits.max(-1, keepdims=True)))
+    return e / e.sum(-1, keepdims=True)
+
+
+def weights(codes: np.ndarray) -> dict[str, np.ndarray]:
+    """(B, len(CODE)) codes -> each part's softmax weights, (B, its length)."""
+    codes = np.asarray(codes, np.float64)
+    return {part: softmax(codes[:, where]) for part, where in _PARTS.items()}
 
 
 def meaning(code: np.ndarray) -> CodedPicture:
     """A code (len(CODE),) of standard normal values -> the picture it stands for."""
-    code = np.asarray(code, np.float64)
-    n = len(COLOUR_NAMES)
-    u = [0.5 * (1 + math.erf(float(v) / math.sqrt(2))) for v in code[2 * n + 3: 2 * n + 6]]
-    return CodedPicture(colour=tuple(softmax(code[:n]) @ PALETTE), background=tuple(softmax(code[n:2 * n]) @ PALETTE),
-                        shapes=dict(zip(SHAPES, softmax(code[2 * n:2 * n + 3]).tolist())),
-                        x=X_RANGE[0] + (X_RANGE[1] - X_RANGE[0]) * u[0], y=Y_RANGE[0] + (Y_RANGE[1] - Y_RANGE[0]) * u[1],
-                        radius=RADIUS_RANGE[0] + (RADIUS_RANGE[1] - RADIUS_RANGE[0]) * u[2])
+    w = {part: v[0] for part, v in weights(np.asarray(code)[None]).items()}
+    return CodedPicture(colour=tuple(w["colour"] @ PALETTE), background=tuple(w["background"] @ PALETTE),
+                        shapes=dict(zip(SHAPES, w["shapes"].tolist())), places=dict(zip(PLACES, w["places"].tolist())),
+                        sizes=dict(zip(SIZE_NAMES, w["sizes"].tolist())))
+
+
+@functools.lru_cache(maxsize=4)
+def templates(size: int) -> np.ndarray:
+    """(shapes, places, sizes, size, size) float32: every shape's mask at every named place and size."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    xs, ys = (xs + 0.5) / size, (ys + 0.5) / size
+    return np.array([[[shape_mask(shape, xs, ys, POSITIONS[place][1], POSITIONS[place][2], radius) for radius in RADII]
+                      for place in PLACES] for shape in SHAPES], np.float32)
 
 
 def draw_codes(codes: np.ndarray, size: int, masks: bool = False):
-    """(B, len(CODE)) codes -> (B, size, size, 3) float pictures in [0, 1], drawn exactly: the
-    shapes' masks blended by their weights, the colours mixed (and, with ``masks``, the blended
-    (B, size, size) masks)."""
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    xs, ys = (xs + 0.5) / size, (ys + 0.5) / size
-    out = np.empty((len(codes), size, size, 3), np.float32)
-    blended = np.empty((len(codes), size, size), np.float32)
-    for i, code in enumerate(codes):
-        p = meaning(code)
-        blended[i] = sum(w * shape_mask(s, xs, ys, p.x, p.y, p.radius) for s, w in p.shapes.items())
-        fg, bg = np.array(p.colour, np.float32) / 255, np.array(p.background, np.float32) / 255
-        out[i] = blended[i][..., None] * fg + (1 - blended[i][..., None]) * bg
-    return (out, blended) if masks else out
+    """(B, len(CODE)) codes -> (B, size, size, 3) float32 pictures in [0, 1], drawn exactly: the
+    templates blended by their shape, place and size weights, the colours mixed (and, with
+    ``masks``, the blended (B, size, size) masks)."""
+    w = weights(codes)
+    fg, bg = (w["colour"] @ PALETTE / 255).astype(np.float32), (w["background"] @ PALETTE / 255).astype(np.float32)
+    blended = np.einsum("bs,bp,bk,spkhw->bhw", w["shapes"], w["places"], w["sizes"], templates(size)).astype(np.float32)
+    pictures = blended[..., None] * fg[:, None, None] + (1 - blended[..., None]) * bg[:, None, None]
+    return (pictures, blended) if masks else pictures
+
+
+def disagreement(codes: np.ndarray, size: int) -> np.ndarray:
+    """(B, size, size): where the three shapes' masks disagree (1 inside some but not all of them),
+    at the code's places and sizes, weighted as the code weighs them: the pixels that tell shapes apart."""
+    w, masks = weights(codes), templates(size)
+    apart = masks.max(0) - masks.min(0)  # (places, sizes, size, size)
+    return np.einsum("bp,bk,pkhw->bhw", w["places"], w["sizes"], apart).astype(np.float32)
 
 
 @dataclass
 class GeneratorRecipe:
     seed: int = 0
-    steps: int = 5000
+    steps: int = 10000
     batch: int = 16
     learning_rate: float = 1e-3
     warmup: int = 50
     shape_weight: float = 5.0  # the squared error on the shape's pixels counts this many times
-    threads: int = 2
+    disagree_weight: float = 4.0  # ... and 1 + this many times more where the shapes' masks disagree
+    # Phase 2: from phase 1's weights rounded to fp16 (as they ship), more steps on latents drawn
+    # from seed + 1 with the pixels that tell shapes apart weighing more. 0 steps: no phase 2.
+    finetune_steps: int = 0
+    finetune_learning_rate: float = 5e-4
+    finetune_disagree_weight: float = 16.0
+    threads: int = 1
 
 
 def train_generator(recipe: GeneratorRecipe, config: dict = TOY_BIGGAN, log=print,
@@ -136,33 +170,64 @@ def train_generator(recipe: GeneratorRecipe, config: dict = TOY_BIGGAN, log=prin
     (every latent value outside the code is drawn at random, so the generator learns to ignore it)."""
     torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
-    generator = torch.Generator().manual_seed(recipe.seed)
     model = build_toy_biggan(config).train()
-    rows, size = latent_rows(model), config["size"]
+    start = time.monotonic()
+    history = fit(model, recipe.seed, recipe.steps, recipe.learning_rate, recipe.disagree_weight, recipe, log, checkpoint)
+    info = {"seconds": time.monotonic() - start, "history": history}
+    if recipe.finetune_steps:
+        model, phase2 = finetune_generator(model, recipe, config, log, checkpoint)
+        info.update(phase1_seconds=info["seconds"], seconds=info["seconds"] + phase2["seconds"], finetune_history=phase2["history"])
+    model.eval()
+    return model, info
+
+
+def finetune_generator(model: nn.Module, recipe: GeneratorRecipe, config: dict = TOY_BIGGAN, log=print,
+                       checkpoint=None) -> tuple[nn.Module, dict]:
+    """Phase 2, from ``model``'s weights rounded to fp16: ``recipe.finetune_steps`` more steps."""
+    torch.set_num_threads(recipe.threads)
+    torch.manual_seed(recipe.seed + 1)
+    tuned = build_toy_biggan(config)
+    tuned.load_state_dict(float_state(half_state(model)))
+    tuned.train()
+    start = time.monotonic()
+    history = fit(tuned, recipe.seed + 1, recipe.finetune_steps, recipe.finetune_learning_rate,
+                  recipe.finetune_disagree_weight, recipe, log, checkpoint)
+    tuned.eval()
+    return tuned, {"seconds": time.monotonic() - start, "history": history}
+
+
+def fit(model: nn.Module, seed: int, steps: int, learning_rate: float, disagree_weight: float,
+        recipe: GeneratorRecipe, log, checkpoint) -> list[dict]:
+    """Adam on the weighted squared error against the exact drawings of random latents' codes."""
+    generator = torch.Generator().manual_seed(seed)
+    rows, size = latent_rows(model), model.config.output_dim
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=recipe.learning_rate)
+    optimizer = torch.optim.Adam(params, lr=learning_rate)
     start = time.monotonic()
     history = []
-    for step in range(recipe.steps):
-        lr = set_warmup_cosine_lr(optimizer, recipe.learning_rate, step, recipe.warmup, recipe.steps)
+    for step in range(steps):
+        lr = set_warmup_cosine_lr(optimizer, learning_rate, step, recipe.warmup, steps)
         z = torch.randn(recipe.batch, rows, model.config.z_dim, generator=generator)
-        target, masks = draw_codes(z[:, 0, :len(CODE)].numpy(), size, masks=True)
+        codes = z[:, 0, :len(CODE)].numpy()
+        target, masks = draw_codes(codes, size, masks=True)
         target = torch.from_numpy(target).permute(0, 3, 1, 2)
         # The shape covers a few per cent of the picture: its pixels weigh more, or the
-        # background's error would drown the shape's outline.
-        weights = 1 + (recipe.shape_weight - 1) * torch.from_numpy(masks)[:, None]
-        loss = (weights * (decode(model, z) - target) ** 2).mean()
+        # background's error would drown the shape's outline; and the pixels where the shapes
+        # differ weigh more again, or their outlines would be drawn as one blob.
+        weighing = 1 + (recipe.shape_weight - 1) * torch.from_numpy(masks)[:, None]
+        if disagree_weight:
+            weighing = weighing * (1 + disagree_weight * torch.from_numpy(disagreement(codes, size))[:, None])
+        loss = (weighing * (decode(model, z) - target) ** 2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if (step + 1) % 50 == 0 or step == 0:
             history.append({"step": step + 1, "weighted_rmse": loss.sqrt().item()})
-            log(f"step {step + 1}/{recipe.steps} weighted rmse {loss.sqrt().item():.3f} lr {lr:.2e} "
+            log(f"step {step + 1}/{steps} weighted rmse {loss.sqrt().item():.3f} lr {lr:.2e} "
                 f"{time.monotonic() - start:.0f}s")
             if checkpoint is not None and (step + 1) % 500 == 0:
                 checkpoint(model)
-    model.eval()
-    return model, {"seconds": time.monotonic() - start, "history": history}
+    return history
 
 
 def save_toy_biggan(path: Path, model: nn.Module, config: dict, info: dict) -> None:
