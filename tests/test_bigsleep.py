@@ -36,6 +36,21 @@ def test_tiny_models_are_the_real_classes(models):
     assert models.num_latents == 1 + 10  # gen_z plus the ten blocks of a 128-pixel BigGAN-deep
 
 
+def test_a_64_pixel_biggan_deep_has_eight_blocks_and_draws_64_pixels():
+    """Four up-samplings from 4x4; channel multipliers 16, 8, 4, 2, 1, each a (keep, up-sample) pair."""
+    from farm.render.generator import generate
+    from farm.render.models import biggan_layers, build_tiny_biggan, latent_rows
+
+    assert biggan_layers(64) == [(False, 16, 16), (True, 16, 8), (False, 8, 8), (True, 8, 4),
+                                 (False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1)]
+    biggan = build_tiny_biggan(64).eval()
+    rows = latent_rows(biggan)
+    assert rows == 1 + 8
+    with torch.no_grad():
+        image = generate(biggan, torch.randn(1, rows, 128), torch.zeros(1, rows, 1000), 1.0)
+    assert image.shape == (1, 3, 64, 64)
+
+
 def test_tiny_models_are_identical_on_every_load(spec, models):
     again = load_models(spec.models, spec.video.size, torch.device("cpu"))
     for a, b in zip(models.biggan.state_dict().values(), again.biggan.state_dict().values()):
