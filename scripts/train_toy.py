@@ -67,13 +67,17 @@ def train_clip(args, out: Path) -> None:
 
 
 def train_toy_generator(args, out: Path) -> None:
-    recipe = GeneratorRecipe(seed=args.seed, threads=args.threads or GeneratorRecipe.threads)
+    recipe = GeneratorRecipe(seed=args.seed)
+    if args.threads:
+        recipe = dataclasses.replace(recipe, threads=args.threads, finetune_threads=args.threads)
     if args.generator_steps:
         recipe = dataclasses.replace(recipe, steps=args.generator_steps)
+    if args.generator_finetune_steps is not None:
+        recipe = dataclasses.replace(recipe, finetune_steps=args.generator_finetune_steps)
     if args.generator_disagree_weight is not None:
         recipe = dataclasses.replace(recipe, disagree_weight=args.generator_disagree_weight)
     if args.fast:
-        recipe = dataclasses.replace(recipe, steps=20, batch=4)
+        recipe = dataclasses.replace(recipe, steps=20, finetune_steps=10, batch=4)
     print(f"generator recipe: {dataclasses.asdict(recipe)}", flush=True)
     partial = out.with_suffix(".partial.pt")
     (model, info), times = timed(lambda: train_generator(
@@ -94,9 +98,12 @@ def main() -> None:
     parser.add_argument("--clip-finetune-steps", type=int,
                         help=f"the second phase (wide colours, soft edges), default {Recipe.finetune_steps}; 0: none")
     parser.add_argument("--generator-steps", type=int, help=f"default {GeneratorRecipe.steps}")
+    parser.add_argument("--generator-finetune-steps", type=int,
+                        help=f"the generator's second phase, default {GeneratorRecipe.finetune_steps}; 0: none")
     parser.add_argument("--generator-disagree-weight", type=float,
                         help=f"extra weight where the shapes' masks disagree, default {GeneratorRecipe.disagree_weight}")
-    parser.add_argument("--threads", type=int, help=f"default {Recipe.threads} for the CLIP, {GeneratorRecipe.threads} for the generator")
+    parser.add_argument("--threads", type=int, help=f"default {Recipe.threads} for the CLIP, {GeneratorRecipe.threads} and "
+                        f"{GeneratorRecipe.finetune_threads} for the generator's two phases")
     parser.add_argument("--fast", action="store_true", help="a short debugging run")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--out-dir", type=Path, default=CLIP_WEIGHTS.parent)
