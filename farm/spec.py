@@ -26,9 +26,10 @@ import yaml
 from farm.errors import InputError, SpecError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-# Side lengths a BigGAN-deep generator makes: 4x4 doubled by 5, 6 or 7 up-sampling blocks.
+# Side lengths a BigGAN-deep generator makes: 4x4 doubled by 4, 5, 6 or 7 up-sampling blocks
+# (the published models make 128, 256 and 512).
 GENERATOR_SIZES = (64, 128, 256, 512)
-PRETRAINED_BIGGAN = {f"biggan-deep-{s}": s for s in GENERATOR_SIZES[1:]}
+PRETRAINED_BIGGAN = {f"biggan-deep-{s}": s for s in (128, 256, 512)}
 # Reading speed used when a scene gives no duration: words per second of narration.
 READING_WORDS_PER_SECOND = 2.5
 MIN_SCENE_SECONDS = 2.0

@@ -30,7 +30,7 @@ from farm.errors import ModelError
 from farm.render.generator import generate
 from farm.render.models import biggan_config, fold_spectral_norm, latent_rows, new_biggan, state_dict_mismatch
 from farm.toy.common import float_state, half_state, set_warmup_cosine_lr
-from farm.toy.world import COLOURS, POSITIONS, SHAPES, SIZES, shape_mask
+from farm.toy.world import COLOURS, POSITIONS, SHAPES, SIZES, pixel_centres, shape_mask
 
 WEIGHTS = Path(__file__).with_name("weights") / "toy_biggan.pt"
 # 64 pixels (what the toy CLIP sees), 16 channels per width unit (8, like `tiny`, learnt too slowly);
@@ -122,8 +122,7 @@ def meaning(code: np.ndarray) -> CodedPicture:
 @functools.lru_cache(maxsize=4)
 def templates(size: int) -> np.ndarray:
     """(shapes, places, sizes, size, size) float32: every shape's mask at every named place and size."""
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    xs, ys = (xs + 0.5) / size, (ys + 0.5) / size
+    xs, ys = pixel_centres(size)
     return np.array([[[shape_mask(shape, xs, ys, POSITIONS[place][1], POSITIONS[place][2], radius) for radius in RADII]
                       for place in PLACES] for shape in SHAPES], np.float32)
 
@@ -139,17 +138,16 @@ def draw_codes(codes: np.ndarray, size: int, masks: bool = False):
     return (pictures, blended) if masks else pictures
 
 
+SURROUND = 1.6
+
+
 @functools.lru_cache(maxsize=4)
 def surroundings(size: int) -> np.ndarray:
     """(places, sizes, size, size) float32: around every named place and size, a square holding every
     shape with a margin (half-side 1.6 x 0.886 = 1.42 radii; the triangle reaches 1.15 sideways, 1.1 up)."""
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    xs, ys = (xs + 0.5) / size, (ys + 0.5) / size
+    xs, ys = pixel_centres(size)
     return np.array([[shape_mask("square", xs, ys, POSITIONS[place][1], POSITIONS[place][2], SURROUND * radius)
                       for radius in RADII] for place in PLACES], np.float32)
-
-
-SURROUND = 1.6
 
 
 def surrounding(codes: np.ndarray, size: int) -> np.ndarray:
@@ -280,6 +278,19 @@ def load_toy_biggan(path: Path | str = WEIGHTS, size: int | None = None) -> nn.M
     return model.eval()
 
 
+def drawn_in_batches(model: nn.Module, z: torch.Tensor, batch: int = 20):
+    """What the generator draws for latents z, ``batch`` at a time: (codes (b, len(CODE)),
+    pictures (b, S, S, 3) in [0, 1])."""
+    for start in range(0, len(z), batch):
+        chunk = z[start:start + batch]
+        yield chunk[:, 0, :len(CODE)].numpy(), decode(model, chunk).permute(0, 2, 3, 1).clamp(0, 1).numpy()
+
+
+def as_uint8(picture: np.ndarray) -> np.ndarray:
+    """A picture in [0, 1] as the judge reads pictures: uint8."""
+    return (picture * 255).round().astype(np.uint8)
+
+
 @torch.no_grad()
 def drawing_fidelity(model: nn.Module, seed: int, n: int = 200) -> dict[str, float]:
     """On ``n`` random latents: how often the pixel judge reads, in what the generator draws, the
@@ -291,13 +302,11 @@ def drawing_fidelity(model: nn.Module, seed: int, n: int = 200) -> dict[str, flo
     z = torch.randn(n, latent_rows(model), model.config.z_dim, generator=generator)
     size = model.config.output_dim
     right, squared = {"shape": 0, "position": 0}, 0.0
-    for start in range(0, n, 20):
-        batch = z[start:start + 20]
-        drawn = decode(model, batch).permute(0, 2, 3, 1).clamp(0, 1).numpy()
-        exact = draw_codes(batch[:, 0, :len(CODE)].numpy(), size)
+    for codes, drawn in drawn_in_batches(model, z):
+        exact = draw_codes(codes, size)
         squared += float(((drawn - exact) ** 2).sum())
         for image, truth in zip(drawn, exact):
-            verdict, expected = judge((image * 255).round().astype(np.uint8)), judge((truth * 255).round().astype(np.uint8))
+            verdict, expected = judge(as_uint8(image)), judge(as_uint8(truth))
             for attribute in right:
                 right[attribute] += int(verdict is not None and expected is not None
                                         and getattr(verdict, attribute) == getattr(expected, attribute))
@@ -316,10 +325,8 @@ def clear_shape_fidelity(model: nn.Module, seed: int, n: int = 1200, clear: floa
     w = weights(z[:, 0, :len(CODE)].numpy())
     chosen = z[torch.from_numpy((w["shapes"].max(1) >= clear) & (w["places"].max(1) >= clear) & (w["sizes"].max(1) >= clear))]
     right = 0
-    for start in range(0, len(chosen), 20):
-        batch = chosen[start:start + 20]
-        drawn = decode(model, batch).permute(0, 2, 3, 1).clamp(0, 1).numpy()
-        for image, code in zip(drawn, batch[:, 0, :len(CODE)].numpy()):
-            verdict = judge((image * 255).round().astype(np.uint8))
+    for codes, drawn in drawn_in_batches(model, chosen):
+        for image, code in zip(drawn, codes):
+            verdict = judge(as_uint8(image))
             right += int(verdict is not None and verdict.shape == meaning(code).shape)
     return right / max(len(chosen), 1), len(chosen)

@@ -80,8 +80,7 @@ class ToyWorld:
         self.wide_colours = wide_colours
         self.wide_radius = wide_radius
         self.soft_edges = soft_edges
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-        self.xs, self.ys = (xs + 0.5) / size, (ys + 0.5) / size
+        self.xs, self.ys = pixel_centres(size)
 
     def pictures(self, n: int, group: int = 1, same_place: float = 0.0) -> list[Picture]:
         """``n`` random pictures; runs of ``group`` share colour and background (hard negatives for
@@ -170,6 +169,12 @@ class ToyWorld:
     def __iter__(self) -> Iterator[Batch]:
         while True:
             yield self.batch(64)
+
+
+def pixel_centres(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of every pixel's centre as fractions of the side, each (size, size) float32."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    return (xs + 0.5) / size, (ys + 0.5) / size
 
 
 def nearest_colour(rgb) -> str:
