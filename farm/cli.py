@@ -7,12 +7,41 @@ that failed after its retries, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import re
 import sys
 from typing import Optional, Sequence
 
 from farm import __version__
 from farm.errors import FarmError
+from farm.spec import PRESETS_DIR, RenderSpec, preset_names
+
+# Where farm render and farm film put a film's folder when --out is not given.
+FILMS_DIR = "out"
+
+
+def preset_summary(name: str) -> str:
+    """A preset in a few words: the first sentence of its file's opening comment, less the name."""
+    header = []
+    for line in (PRESETS_DIR / f"{name}.yaml").read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("#").strip())
+    text = " ".join(header).removeprefix(f"{name}:").strip()
+    return re.split(r"(?<=\.)\s", text, maxsplit=1)[0].rstrip(".")
+
+
+@functools.cache
+def preset_help() -> str:
+    """``--preset``'s help, the same on every command: the presets and what each is, from farm/presets."""
+    listing = "; ".join(f"{name}: {preset_summary(name)}" for name in preset_names())
+    return (f"named defaults (farm/presets/NAME.yaml), which the spec overrides: {listing} "
+            f"(default: the spec's render.preset, else {RenderSpec.preset})")
+
+
+def add_preset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", metavar="NAME", help=preset_help())
 
 
 def add_overrides(parser: argparse.ArgumentParser, text: str, metavar: str = "KEY=VALUE") -> None:
@@ -34,14 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render every scene of FILM.yaml on a Ray cluster and stitch the film. "
                     "Scenes already rendered into the same folder are kept, not rendered again.")
     render.add_argument("spec", metavar="FILM.yaml", help="the film spec")
-    render.add_argument("--preset", help="named defaults: tiny (CPU, random weights), draft, final")
-    render.add_argument("--out", default="out",
-                        help="folder the film's folder goes in (default: out), or a film store URI "
+    add_preset(render)
+    render.add_argument("--out", default=FILMS_DIR,
+                        help="folder the film's folder goes in (default: %(default)s), or a film store URI "
                              "(s3://bucket/films, gs://..., file:///shared/films)")
     add_overrides(render, "override a spec field, e.g. --set render.cutouts=16")
     render.add_argument("--address", help="join this Ray cluster (default: start a local one)")
     render.add_argument("--quiet", action="store_true", help="print only the film's path")
-    # issue 9: resume, progress
     render.add_argument("--resume", action="store_true",
                         help="continue the film already in --out (say what is done and part-done); "
                              "refuse a folder holding no film")
@@ -52,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: a live bar in a terminal, plain lines otherwise; json: JSON lines on stdout")
     render.set_defaults(handler=cmd_render)
 
-    # --- Ray Jobs (issue 9) -------------------------------------------------------------------
+    # --- Ray Jobs ------------------------------------------------------------------------------
+    from farm.driver.submit import DEFAULT_OUT as JOBS_FILMS_DIR  # light: no Ray until a job is sent
+
     dashboard = dict(default=os.environ.get("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8265"),
                      help="the Ray dashboard's job server (default: $RAY_API_SERVER_ADDRESS, else "
                           "http://127.0.0.1:8265; reach a remote one through an ssh tunnel)")
@@ -62,10 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(farm render --address auto there). Prints the job id.")
     submit.add_argument("spec", metavar="FILM.yaml", help="the film spec")
     submit.add_argument("--address", **dashboard)
-    submit.add_argument("--preset", help="named defaults: tiny, draft, final")
+    add_preset(submit)
     add_overrides(submit, "override a spec field")
-    submit.add_argument("--out", default="~/farm-films",
-                        help="the film store on the cluster's head node (default: ~/farm-films)")
+    submit.add_argument("--out", default=JOBS_FILMS_DIR,
+                        help="the film store on the cluster's head node (default: %(default)s)")
     submit.set_defaults(handler=cmd_submit)
     status = commands.add_parser("status", help="the status of a farm job, or of every farm job")
     status.add_argument("job", nargs="?", metavar="JOB", help="a job id from farm submit")
@@ -85,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="validate a film spec and print it resolved",
         description="Load FILM.yaml with its preset and overrides, check it, and print the resolved spec.")
     check.add_argument("spec", metavar="FILM.yaml", help="the film spec")
-    check.add_argument("--preset", help="named defaults: tiny, draft, final")
+    add_preset(check)
     add_overrides(check, "override a spec field")
     check.set_defaults(handler=cmd_check)
 
@@ -127,11 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write stories from PHRASE, choose one, plan its scenes, save them in out/<film>/film.yaml, "
                     "render and stitch. Run again to continue the same film without the LLM.")
     film.add_argument("phrase", metavar="PHRASE", help='the seed phrase, e.g. "Yeti Tardigrade"')
-    film.add_argument("--preset", help="named defaults: tiny (CPU, random weights), draft, final")
+    add_preset(film)
     film.add_argument("--pick", type=int, metavar="K", help="choose story K instead of being asked")
     film.add_argument("--candidates", type=int, metavar="N", help="stories to write (default: llm.candidates)")
     film.add_argument("--new", action="store_true", help="write new candidates even when some are saved")
-    film.add_argument("--out", default="out", help="folder the film's folder goes in (default: out)")
+    film.add_argument("--out", default=FILMS_DIR, help="folder the film's folder goes in (default: %(default)s)")
     add_overrides(film, "override a spec field, e.g. --set video.fps=8")
     film.add_argument("--address", help="join this Ray cluster (default: start a local one)")
     film.add_argument("--quiet", action="store_true", help="print only the film's path")
@@ -147,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("check", "say which weights are on this machine and where (no network)")):
         action = actions.add_parser(name, help=text, description=text)
         action.add_argument("spec", nargs="?", metavar="FILM.yaml", help="the film spec (default: the preset alone)")
-        action.add_argument("--preset", help="named defaults: draft (default), final, tiny")
+        add_preset(action)
         add_overrides(action, "override a spec field, e.g. --set models.cache_dir=/weights")
         if name == "fetch":
             action.add_argument("--to", metavar="DIR", help="also copy the weights here, ready to stage")

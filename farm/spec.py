@@ -378,7 +378,7 @@ class LLMSpec:
             raise SpecError(f"{path}.retry_wait", f"must be a number of seconds >= 0, got {self.retry_wait!r}")
 
 
-# --- dispatch: how the farm runs a film (issue 9). None of these change a single pixel. ---------
+# --- dispatch: how the farm runs a film. None of these change a single pixel. ------------------
 
 
 @dataclass(frozen=True)
@@ -411,7 +411,7 @@ class FilmSpec:
     render: RenderSpec = field(default_factory=RenderSpec)
     models: ModelsSpec = field(default_factory=ModelsSpec)
     llm: LLMSpec = field(default_factory=LLMSpec)
-    dispatch: DispatchSpec = field(default_factory=DispatchSpec)  # issue 9: how the farm runs it
+    dispatch: DispatchSpec = field(default_factory=DispatchSpec)  # how the farm runs it
 
     def validate(self, path: str = "") -> None:
         if not self.title.strip() or not slugify(self.title):

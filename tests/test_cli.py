@@ -35,6 +35,43 @@ def test_version_and_help():
         assert result.returncode == 0 and "usage: farm" in result.stdout
 
 
+PRESET_COMMANDS = (["render", "f.yaml"], ["film", "Yeti"], ["check", "f.yaml"], ["submit", "f.yaml"],
+                   ["weights", "fetch"], ["weights", "check"])
+
+
+def test_every_command_lists_every_preset_and_what_it_is(capsys):
+    """--preset's help comes from farm/presets: each preset's name and the first sentence of its comment."""
+    from farm.cli import build_parser, preset_summary
+    from farm.spec import preset_names
+
+    assert preset_names() == ["draft", "final", "tiny", "toy"]
+    assert preset_summary("tiny") == "the real CLIP and BigGAN classes at small widths with random weights"
+    assert preset_summary("toy") == ("a CLIP and a BigGAN trained here on procedural pictures (farm/toy, "
+                                     "docs/TOY.md), on a CPU")  # two comment lines, up to the first full stop
+    parser = build_parser()
+    for command in PRESET_COMMANDS:
+        with pytest.raises(SystemExit):
+            parser.parse_args([*command, "--help"])
+        text = "".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+        for name in preset_names():
+            assert "".join(f"{name}: {preset_summary(name)}".split()) in text, (command, name)
+        assert "(default:thespec'srender.preset,elsedraft)" in text, command
+        assert parser.parse_args(command).preset is None  # the spec's own preset unless one is given
+
+
+def test_out_defaults():
+    import inspect
+
+    from farm.cli import build_parser
+    from farm.driver.submit import DEFAULT_OUT, submit
+
+    parser = build_parser()
+    assert parser.parse_args(["render", "f.yaml"]).out == parser.parse_args(["film", "Yeti"]).out == "out"
+    # farm submit's default is the library's own, not a copy of it.
+    assert parser.parse_args(["submit", "f.yaml"]).out == inspect.signature(submit).parameters["out"].default
+    assert DEFAULT_OUT == "~/farm-films"
+
+
 def test_the_cli_and_the_driver_load_without_torch():
     """torch loads in the workers; the CLI and the Ray driver (which derives scene seeds) stay light."""
     import subprocess
@@ -64,7 +101,8 @@ def test_check_prints_the_resolved_spec(tmp_path):
 def test_bad_spec_values(tmp_path, change, words):
     data = tiny_film()
     data.update(change)
-    assert_one_line_error(run_farm("render", str(write_spec(tmp_path / "f.yaml", data)), "--out", str(tmp_path / "out")), *words)
+    spec = write_spec(tmp_path / "f.yaml", data)
+    assert_one_line_error(run_farm("render", str(spec), "--out", str(tmp_path / "out")), *words)
     assert not (tmp_path / "out").exists()
 
 
