@@ -236,7 +236,7 @@ def cmd_film(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from farm.driver.progress import reporter
-    from farm.driver.render import render_film
+    from farm.film import render_film
     from farm.spec import load_spec
 
     spec = load_spec(args.spec, preset=args.preset, overrides=args.overrides)

@@ -436,7 +436,12 @@ class FilmSpec:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=100)
+        return readable_yaml(self.to_dict())
+
+
+def readable_yaml(data: dict[str, Any]) -> str:
+    """A mapping as YAML a person can read: keys in order, any script as it is."""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
 def _fold(char: str) -> str:

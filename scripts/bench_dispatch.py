@@ -91,11 +91,12 @@ def film_spec(scenes: int, frames: int):
 
 def render(spec, out: Path, on_event=None) -> dict:
     """The farm's own film run with the SleepWorker; no stitch (ffmpeg is not dispatch)."""
-    from farm.driver.film import FilmRun
+    from farm.driver.progress import Reporter
+    from farm.driver.render import render_frames
     from farm.driver.store import FilmStore
 
-    store = FilmStore(out, spec)
-    store.open()
+    store = FilmStore(out, spec.slug)
+    store.open(spec)
     ends, losses, ready, done = [], [], [], [0]
     full = {}
 
@@ -113,10 +114,8 @@ def render(spec, out: Path, on_event=None) -> dict:
             if loss:
                 losses.append(loss)
 
-    run = FilmRun(spec, store, "ffmpeg", lambda message: None, None, events)  # no cut: frames only
-    run.worker_class = SleepWorker
-    run.render(None)
-    return {**full, "last_end": max(ends), "losses": losses, "frames": sum(run.counts)}
+    render_frames(spec, store, None, Reporter(events=events), worker_class=SleepWorker)  # no cut: frames only
+    return {**full, "last_end": max(ends), "losses": losses, "frames": sum(spec.frames_per_scene())}
 
 
 def efficiency(result: dict, frame_s: float, workers: int, survivors: int | None = None) -> dict:

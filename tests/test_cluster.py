@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from farm.driver.render import render_film
+from farm.film import render_film
 from farm.spec import spec_from_dict
 
 from conftest import decode_video, logical_cluster, tiny_film

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from farm.driver.jobs import plan_jobs
-from farm.driver.render import render_film
+from farm.film import render_film
 from farm.errors import OutputConflictError
 from farm.spec import spec_from_dict
 
@@ -112,7 +112,7 @@ def test_keyframe_scene_starts_from_the_anchor_before_it(keyframe_film):
     """Scene k's frames are exactly what the bare renderer makes from anchor k-1's saved latents."""
     import torch
 
-    from farm.driver.render import job_arguments
+    from farm.driver.jobs import job_arguments
     from farm.render.bigsleep import Latents, render_scene
     from farm.render.models import load_models
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from farm.cutting.film import FilmCutter, plan_cut
-from farm.cutting.layout import scene_dir
+from farm.folder.layout import scene_dir
 from farm.cutting.subtitles import make_vtt, srt_time, unescape_soft, Cue
 from farm.cutting.timeline import make_timeline
 from farm.cutting.tools import find_ffmpeg

@@ -8,7 +8,7 @@ import av
 import pytest
 import yaml
 
-from farm.driver.render import render_film
+from farm.film import render_film
 from farm.spec import spec_from_dict
 
 from conftest import decode_video, run_farm, tiny_film

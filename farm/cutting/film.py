@@ -1,8 +1,8 @@
-"""Stitching a film: plan its timeline (narration included), encode pieces as scenes finish, join, check.
+"""Cutting a film: plan its timeline (narration included), encode pieces as scenes finish, join, check.
 
-Used by the driver while rendering (``plan_cut`` before the first frame,
-``FilmCutter.scene_ready`` as each scene completes, ``finish`` at the end) and
-by ``farm stitch`` on a film already rendered (stitch.py).
+Used by the pipeline while rendering (farm.film: ``plan_cut`` before the first frame,
+``FilmCutter.scene_ready`` as the driver says each scene is on disk, ``finish`` at the
+end) and by ``farm stitch`` on a film already rendered (stitch.py).
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import yaml
-
 from farm.cutting import narration as narr
-from farm.cutting.layout import (BRIDGE_PATTERN, FRAME_PATTERN, atomic_write, scene_dir, segments_dir)
 from farm.cutting.segments import Encoding, Piece, Source, burned_cues, encode_audio, encode_piece, join, piece_key
 from farm.cutting.sheet import ContactSheet, poster
 from farm.cutting.subtitles import cues, make_ass, make_srt, make_vtt
 from farm.cutting.timeline import Timeline, make_timeline, transition_frames
 from farm.cutting.verify import verify_film
+from farm.folder.layout import BRIDGE_PATTERN, FRAME_PATTERN, atomic_write, scene_dir, segments_dir
 from farm.spec import FilmSpec
 
 Say = Callable[[str], None]
@@ -33,6 +31,11 @@ class CutPlan:
     spec: FilmSpec  # scene durations stretched to fit their speech (when rendering)
     timeline: Timeline
     speech: Optional[narr.Speech]
+
+    @property
+    def bridge_frames(self) -> int:
+        """Frames of each morph bridge the renderer is to make (0: the film has no morphs)."""
+        return self.timeline.t if self.timeline.transition == "morph" else 0
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,6 @@ def plan_cut(spec: FilmSpec, exe: str, say: Say, film_dir: Optional[Path] = None
         how = "holding their last frame" if hold_to_fit else "rendering more frames"
         say(f"narration: {lengthened} scene(s) lengthened to fit their speech ({how})")
     return CutPlan(spec, timeline, speech)
-
-
-def film_yaml(spec: FilmSpec, timeline: Timeline) -> str:
-    """The resolved spec, then the timeline every tool follows (ignored when the file is read back)."""
-    return spec.to_yaml() + yaml.safe_dump({"timeline": timeline.to_dict()}, sort_keys=False, width=100)
 
 
 class FilmCutter:
@@ -223,7 +221,6 @@ class FilmCutter:
         video = join(files, self.film_dir / "film.mp4", self.exe, self.spec.video.codec, audio, soft)
         self.checked = verify_film(video, self.timeline, self.spec.video.size, self.spec.video.codec,
                                    audio=audio is not None, subtitles=soft is not None)
-        atomic_write(self.film_dir / "film.yaml", film_yaml(self.spec, self.timeline).encode())
         keep = set(files) | {p for p in (audio, soft) if p is not None}
         self.tidy(keep)
         return video

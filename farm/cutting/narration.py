@@ -149,7 +149,7 @@ def synthesize(narrations: Sequence[str], video, exe: str, say: Callable[[str], 
 
 
 def save_clips(speech: Speech, narrations: Sequence[str], video, folder: Path) -> None:
-    from farm.cutting.layout import atomic_write
+    from farm.folder.layout import atomic_write
 
     for k, (narration, data) in enumerate(zip(narrations, speech.sources)):
         text = clean_text(narration).replace("\n", " ")

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from farm.cutting.layout import atomic_write
+from farm.folder.layout import atomic_write
 
 CELL = 256  # contact sheet picture side, pixels
 FONT_FILES = ("DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")

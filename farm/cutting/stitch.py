@@ -1,8 +1,8 @@
 """``farm stitch``: stitch a film already rendered again, with other video settings, rendering nothing.
 
-Only ``video.*`` settings may change, and not ``video.fps`` or ``video.size``
-(the frames were rendered for them). Frames are only read. Scenes whose new
-narration is longer than their slot hold their last frame.
+Only the ``video.*`` settings that do not change frames may change (farm.changes:
+not ``video.fps`` or ``video.size``, the frames were rendered for them). Frames are
+only read. Scenes whose new narration is longer than their slot hold their last frame.
 """
 
 from __future__ import annotations
@@ -12,18 +12,17 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
+from farm.changes import restitchable
 from farm.cutting.film import FilmCutter, StitchResult, plan_cut
-from farm.cutting.layout import BRIDGE_NAME, FRAME_NAME, scene_dir
 from farm.cutting.timeline import transition_frames
 from farm.cutting.tools import find_ffmpeg
 from farm.errors import InputError, SpecError
+from farm.folder.layout import SPEC_NAME, bridge_path, frame_path, write_film_yaml
 from farm.spec import FilmSpec, spec_from_dict
-
-FIXED = {"video.fps", "video.size"}
 
 
 def load_film(film_dir: Path, overrides: Sequence[str]) -> FilmSpec:
-    spec_file = film_dir / "film.yaml"
+    spec_file = film_dir / SPEC_NAME
     if not spec_file.is_file():
         raise InputError(f"{film_dir}: not a rendered film folder (no film.yaml)")
     try:
@@ -37,7 +36,7 @@ def load_film(film_dir: Path, overrides: Sequence[str]) -> FilmSpec:
         if not key.startswith("video."):
             raise SpecError(key or "--set", "farm stitch changes only video.* settings; "
                                             "render again (farm render) to change anything else")
-        if key in FIXED:
+        if not restitchable(key):
             raise SpecError(key, "the frames were rendered for this value; render the film again to change it")
     return spec_from_dict(data, overrides=overrides)
 
@@ -45,14 +44,14 @@ def load_film(film_dir: Path, overrides: Sequence[str]) -> FilmSpec:
 def check_frames(spec: FilmSpec, film_dir: Path) -> None:
     for k, count in enumerate(spec.frames_per_scene()):
         for f in range(count):
-            path = scene_dir(film_dir, k) / FRAME_NAME.format(f)
+            path = frame_path(film_dir, k, f)
             if not path.is_file():
                 raise InputError(f"{path}: missing; the film is not fully rendered (run farm render first)")
 
 
 def bridges_on_disk(spec: FilmSpec, film_dir: Path) -> bool:
     t = transition_frames(spec.video.fps, spec.video.transition_seconds)
-    return all((scene_dir(film_dir, k) / BRIDGE_NAME.format(i)).is_file()
+    return all(bridge_path(film_dir, k, i).is_file()
                for k in range(len(spec.scenes) - 1) for i in range(t))
 
 
@@ -70,7 +69,9 @@ def stitch_film(film_dir: str | Path, overrides: Sequence[str] = (),
         for k in range(len(spec.scenes)):
             cutter.bridge_ready(k)
             cutter.scene_ready(k)
-        return cutter.finish()
+        stitched = cutter.finish()
     except BaseException:
         cutter.close()
         raise
+    write_film_yaml(film_dir, spec, stitched.timeline.to_dict())
+    return stitched

@@ -20,7 +20,8 @@ cluster cannot place yet.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Optional
 
 from farm.errors import ClusterError, FarmError
 from farm.spec import FilmSpec
@@ -29,9 +30,48 @@ from farm.spec import FilmSpec
 MAX_WORKER_REPLACEMENTS = 20
 BALANCE_EVERY_S = 1.0
 
+WorkerState = Literal["loading", "idle", "busy", "gone"]
+
 
 def worker_label(info: dict[str, Any]) -> str:
     return f"{info['host']} node {info['node'][:12]}"
+
+
+@dataclass(eq=False)
+class Worker:
+    """One render actor and everything the driver knows of it.
+
+        loading ──loaded──▶ idle ◀──release── busy
+           │                 └────take────▶   │
+           └──────────── gone ◀───────────────┘  (dropped, lost, or its node left)
+    """
+
+    actor: Any
+    node: str  # the node it was placed on
+    load_ref: Any  # its load() call, waited on with the frame streams
+    state: WorkerState = "loading"
+    info: dict[str, Any] = field(default_factory=dict)  # node, host, pid, device: from load()
+    doing: Optional[str] = None  # what it renders now ("scene 3", "anchor 2", "bridges")
+    idle_since: float = 0.0  # idle workers are taken oldest first
+
+    @property
+    def label(self) -> str:
+        return worker_label(self.info) if self.info else f"node {self.node[:12]}"
+
+    def ready(self, info: dict[str, Any]) -> None:
+        assert self.state == "loading", self.state
+        self.state, self.info, self.idle_since = "idle", info, time.monotonic()
+
+    def take(self, doing: str) -> None:
+        assert self.state == "idle", self.state
+        self.state, self.doing = "busy", doing
+
+    def release(self) -> None:
+        assert self.state == "busy", self.state
+        self.state, self.doing, self.idle_since = "idle", None, time.monotonic()
+
+    def gone(self) -> None:
+        self.state, self.doing = "gone", None
 
 
 class WorkerPool:
@@ -44,10 +84,7 @@ class WorkerPool:
         self.say = say
         self.emit = emit
         self.joined = joined  # a cluster we did not start: it may grow (autoscaler) and shrink
-        self.idle: list[Any] = []
-        self.loading: dict[Any, Any] = {}  # load() reference -> worker
-        self.info: dict[Any, dict[str, Any]] = {}  # loaded workers -> where they run
-        self.node_of: dict[Any, str] = {}  # every live worker -> the node it was placed on
+        self.workers: list[Worker] = []  # every live worker, in the order they were started
         self.strikes: dict[str, list[str]] = {}
         self.bad: dict[str, str] = {}  # node -> why it is avoided
         self.hosts: dict[str, str] = {}
@@ -56,6 +93,33 @@ class WorkerPool:
         self.requested = -1
         self.last_balance = 0.0
         self.mode = ""
+
+    # --- the workers by state -------------------------------------------------------------------
+
+    def in_state(self, *states: WorkerState) -> list[Worker]:
+        return [w for w in self.workers if w.state in states]
+
+    @property
+    def idle(self) -> list[Worker]:
+        """Idle workers, the longest idle first."""
+        return sorted(self.in_state("idle"), key=lambda w: w.idle_since)
+
+    @property
+    def ready(self) -> list[Worker]:
+        """Workers whose models are loaded (idle or busy)."""
+        return self.in_state("idle", "busy")
+
+    def loading(self) -> dict[Any, Worker]:
+        """load() reference -> worker, for the workers still loading their models."""
+        return {w.load_ref: w for w in self.in_state("loading")}
+
+    def take(self, doing: str) -> Optional[Worker]:
+        """The first idle worker, now busy with ``doing``; None when none is idle."""
+        idle = self.idle
+        if not idle:
+            return None
+        idle[0].take(doing)
+        return idle[0]
 
     # --- what one worker asks for -----------------------------------------------------------
 
@@ -114,11 +178,11 @@ class WorkerPool:
         wanted = min(wanted, cap) if cap else wanted
         self.ask_autoscaler(wanted)
         nodes = {n["NodeID"]: n for n in self.ray.nodes() if n.get("Alive")}
-        for worker, node in list(self.node_of.items()):
-            if node not in nodes and (worker in self.idle or worker in self.loading.values()):
+        for worker in self.in_state("idle", "loading"):
+            if worker.node not in nodes:
                 self.drop(worker, "its node left the cluster")
         # Idle workers beyond the work left are let go (their GPUs may serve another job).
-        while len(self.node_of) > wanted and self.idle:
+        while len(self.workers) > wanted and self.idle:
             self.drop(self.idle[-1], None)
         free: list[tuple[str, dict[str, Any]]] = []
         for node_id, node in nodes.items():
@@ -126,7 +190,7 @@ class WorkerPool:
                 continue
             self.hosts.setdefault(node_id, node.get("NodeManagerHostname", "?"))
             count, options = self.slots(node.get("Resources", {}))
-            used = sum(1 for n in self.node_of.values() if n == node_id)
+            used = sum(1 for w in self.workers if w.node == node_id)
             free += [(node_id, options)] * max(0, count - used)
         # Spread: one per node in turn, so every node renders.
         order: list[tuple[str, dict[str, Any]]] = []
@@ -137,7 +201,7 @@ class WorkerPool:
             for node_id in list(by_node):
                 if by_node[node_id]:
                     order.append((node_id, by_node[node_id].pop()))
-        for node_id, options in order[: max(0, wanted - len(self.node_of))]:
+        for node_id, options in order[: max(0, wanted - len(self.workers))]:
             self.add(node_id, options)
 
     def ask_autoscaler(self, wanted: int) -> None:
@@ -152,17 +216,16 @@ class WorkerPool:
     def add(self, node_id: str, options: dict[str, Any]) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        worker = self.actor_class.options(
+        actor = self.actor_class.options(
             **options, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         ).remote(self.spec.render.cpus_per_worker)
-        ref = worker.load.remote(self.spec.models, self.spec.video.size, self.spec.render.device)
-        self.loading[ref] = worker
-        self.node_of[worker] = node_id
-        self.emit("worker", state="starting", node=node_id, host=self.hosts.get(node_id), workers=len(self.info))
+        ref = actor.load.remote(self.spec.models, self.spec.video.size, self.spec.render.device)
+        self.workers.append(Worker(actor, node_id, ref))
+        self.emit("worker", state="starting", node=node_id, host=self.hosts.get(node_id), workers=len(self.ready))
 
     def loaded(self, ref: Any) -> None:
-        """A worker's load() returned: it joins the idle workers, or is dropped if it died."""
-        worker = self.loading.pop(ref)
+        """A worker's load() returned: it becomes idle, or is dropped if it died."""
+        worker = self.loading()[ref]
         try:
             info = self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as exc:
@@ -174,48 +237,36 @@ class WorkerPool:
             self.say(f"a worker died while loading its models ({type(exc).__name__}); starting another")
             self.lost(worker, f"a worker died while loading ({type(exc).__name__})")
             return
-        self.info[worker] = info
+        worker.ready(info)
         self.history.append(info)
-        self.idle.append(worker)
-        self.say(f"worker ready on {worker_label(info)} ({info['device']}); {len(self.info)} in the pool")
+        self.say(f"worker ready on {worker.label} ({info['device']}); {len(self.ready)} in the pool")
         self.emit("worker", state="ready", node=info["node"], host=info["host"], pid=info["pid"],
-                  workers=len(self.info))
-
-    def label(self, worker: Any) -> str:
-        return worker_label(self.info[worker])
-
-    def node(self, worker: Any) -> Optional[str]:
-        return self.node_of.get(worker)
+                  workers=len(self.ready))
 
     # --- losing workers -----------------------------------------------------------------------
 
-    def drop(self, worker: Any, reason: Optional[str]) -> None:
+    def drop(self, worker: Worker, reason: Optional[str]) -> None:
         """Forget a worker and stop its actor; the next balance starts others where there is room."""
-        node = self.node_of.pop(worker, None)
-        info = self.info.pop(worker, None)
-        if worker in self.idle:
-            self.idle.remove(worker)
-        for ref, other in list(self.loading.items()):
-            if other is worker:
-                del self.loading[ref]
+        if worker in self.workers:
+            self.workers.remove(worker)
+        worker.gone()
         try:
-            self.ray.kill(worker, no_restart=True)
+            self.ray.kill(worker.actor, no_restart=True)
         except Exception:  # already gone with its node
             pass
         if reason:
-            self.emit("worker", state="dropped", node=node, host=(info or {}).get("host"), reason=reason,
-                      workers=len(self.info))
+            self.emit("worker", state="dropped", node=worker.node, host=worker.info.get("host"), reason=reason,
+                      workers=len(self.ready))
         self.last_balance = 0.0
 
-    def lost(self, worker: Any, reason: str) -> None:
+    def lost(self, worker: Worker, reason: str) -> None:
         """A worker died under us: dropped, and a strike against its node if the node lives on."""
-        node = self.node_of.get(worker)
         self.drop(worker, reason)
         self.losses += 1
         if self.losses > MAX_WORKER_REPLACEMENTS:
             raise ClusterError(f"workers died {self.losses} times; the cluster is not healthy")
-        if node and self.node_alive(node):
-            self.strike(node, reason)
+        if self.node_alive(worker.node):
+            self.strike(worker.node, reason)
 
     def node_alive(self, node_id: str) -> bool:
         return any(n["NodeID"] == node_id and n.get("Alive") for n in self.ray.nodes())
@@ -233,28 +284,27 @@ class WorkerPool:
         host = self.hosts.get(node_id, "?")
         self.say(f"avoiding node {node_id[:12]} ({host}) for this film: {why}")
         self.emit("node", state="avoided", node=node_id, host=host, reason=why)
-        for worker, node in list(self.node_of.items()):
-            if node == node_id and (worker in self.idle or worker in self.loading.values()):
+        for worker in self.in_state("idle", "loading"):
+            if worker.node == node_id:
                 self.drop(worker, "its node is avoided")
 
     def check_placeable(self) -> None:
         """Every node avoided and nothing else can come: say so rather than wait forever."""
-        if self.node_of or self.joined or not self.bad:
+        if self.workers or self.joined or not self.bad:
             return
-        nodes = [n["NodeID"] for n in self.ray.nodes() if n.get("Alive")]
-        usable = [n for n in nodes if n not in self.bad]
-        if not usable or all(self.slots(n.get("Resources", {}))[0] == 0
-                             for n in self.ray.nodes() if n.get("Alive") and n["NodeID"] in usable):
+        alive = [n for n in self.ray.nodes() if n.get("Alive") and n["NodeID"] not in self.bad]
+        if all(self.slots(n.get("Resources", {}))[0] == 0 for n in alive):
             raise ClusterError("every node that can hold a worker is avoided after repeated failures: "
                                + "; ".join(f"{n[:12]}: {why}" for n, why in self.bad.items()))
 
     def stop(self) -> None:
-        for worker in list(self.node_of):
+        for worker in list(self.workers):
             try:
-                self.ray.kill(worker, no_restart=True)
+                self.ray.kill(worker.actor, no_restart=True)
             except Exception:
                 pass
-        self.node_of.clear()
+            worker.gone()
+        self.workers.clear()
         if self.joined and self.requested > 0:
             from ray.autoscaler.sdk import request_resources
 

@@ -20,7 +20,20 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import IO, Any, Optional
+from typing import IO, Any, Callable, Optional
+
+
+class Reporter:
+    """What the driver tells: one-line messages for a person (``say``) and events for a program (``emit``)."""
+
+    def __init__(self, say: Optional[Callable[[str], None]] = None,
+                 events: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+        self.say = say or (lambda message: None)
+        self.events = events
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self.events is not None:
+            self.events({"event": event, "time": round(time.time(), 3), **fields})
 
 
 class JsonProgress:

@@ -4,9 +4,11 @@
       film.yaml        resolved spec (everything needed to reproduce)
       manifest.json    scene states, attempts, frame counts, hashes, timings, frame ranges
                        and the node that rendered each, nodes avoided and why
-      scenes/NNN/      frames (PNG), the segment video, the renderer state of a scene
-                       in progress (state.npz, replaced as frames arrive), latents
+      scenes/NNN/      frames (PNG), the renderer state of a scene in progress
+                       (state.npz, replaced as frames arrive), latents between jobs
       film.mp4  film.srt
+
+(the names: farm.folder.layout; the manifest's records: farm.folder.manifest)
 
 Every write is atomic (a temporary file, then a rename), so an interrupted run
 never leaves half a frame or half a manifest behind.
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import time
 from pathlib import Path
@@ -33,32 +34,11 @@ import numpy as np
 
 import yaml
 
-from farm.cutting.layout import FRAME_NAME, JOIN_SETTINGS, atomic_write, scene_dir
+from farm.changes import differences, look, touched_scenes
 from farm.errors import InputError, OutputConflictError, first_line
+from farm.folder.layout import MANIFEST_NAME, SPEC_NAME, atomic_write, frame_path, scene_dir, write_film_yaml
+from farm.folder.manifest import Manifest, SceneRecord
 from farm.spec import FilmSpec
-
-# Settings that change how a film is rendered, not what it looks like: a film may be
-# continued with other values for them.
-EXECUTION_ONLY = {
-    "render": {"workers", "cpus_per_worker", "gpus_per_worker", "retries"},
-    "video": {"ffmpeg", *JOIN_SETTINGS},
-    "models": {"cache_dir"},
-}
-EXECUTION_SECTIONS = {"dispatch"}  # whole sections that never change a pixel
-
-def look(spec_dict: dict[str, Any]) -> dict[str, Any]:
-    """The part of a resolved spec that decides what the film looks like."""
-    out = json.loads(json.dumps(spec_dict))
-    out.pop("timeline", None)  # derived from the rest by farm.cutting
-    # The LLM wrote the story and the scenes; once they are in the spec, how it was reached
-    # (server, model, timeouts) does not change a frame.
-    out.pop("llm", None)
-    for section, keys in EXECUTION_ONLY.items():
-        for key in keys:
-            out.get(section, {}).pop(key, None)
-    for section in EXECUTION_SECTIONS:
-        out.pop(section, None)
-    return out
 
 
 class Remote:
@@ -134,18 +114,16 @@ def cache_for(uri: str) -> Path:
 
 
 class FilmStore:
-    def __init__(self, root: str | Path, spec: FilmSpec, same_as: tuple[FilmSpec, ...] = ()) -> None:
-        """``same_as``: earlier forms of ``spec`` a folder may hold (the plan before narration
-        lengthened scenes to fit their speech) that are the same film."""
-        self.same_as = same_as
+    def __init__(self, root: str | Path, slug: str) -> None:
         text = str(root)
         self.remote = Remote(text) if "://" in text else None
         self.root = cache_for(text) if self.remote else Path(root)
-        self.spec = spec
-        self.path = self.root / spec.slug
-        self.location = f"{self.remote.uri}/{spec.slug}" if self.remote else str(self.path)
-        self.manifest_path = self.path / "manifest.json"
-        self.manifest: dict[str, Any] = {}
+        self.slug = slug
+        self.path = self.root / slug
+        self.location = f"{self.remote.uri}/{slug}" if self.remote else str(self.path)
+        self.manifest_path = self.path / MANIFEST_NAME
+        self.spec: Optional[FilmSpec] = None  # the film this folder holds, once opened
+        self.manifest = Manifest(slug, [])
         self.sent: set[str] = set()  # files this run wrote through to the remote store
         self.opened_at = time.time()
         self.changed: list[str] = []  # spec fields that differ from the film on disk (--rerender-changed)
@@ -156,24 +134,27 @@ class FilmStore:
     def pull(self) -> None:
         """A remote store's copy of this film into the local folder (replacing what was there)."""
         if self.remote:
-            self.remote.pull(self.spec.slug, self.path)
+            self.remote.pull(self.slug, self.path)
 
-    def open(self, resume: bool = False, rerender_changed: bool = False, pull: bool = True) -> None:
-        """Create the film's folder, or reopen one that holds this same film.
+    def open(self, spec: FilmSpec, same_as: tuple[FilmSpec, ...] = (), resume: bool = False,
+             rerender_changed: bool = False) -> None:
+        """Create the film's folder for ``spec``, or reopen one that holds this same film.
 
-        A folder holding a different film, or files that are not a film, is left untouched,
-        unless ``rerender_changed``: then the scenes the changes touch are rendered again.
-        ``resume`` insists on a film already there. ``pull``: a remote store's copy first
-        (False when :meth:`pull` ran already).
+        ``same_as``: earlier forms of ``spec`` a folder may hold that are the same film (the
+        plan before narration lengthened scenes to fit their speech). A folder holding a
+        different film, or files that are not a film, is left untouched, unless
+        ``rerender_changed``: then the scenes the changes touch are rendered again. ``resume``
+        insists on a film already there. A remote store's copy is pulled first (:meth:`pull`),
+        by the caller.
         """
-        if pull:
-            self.pull()
+        assert spec.slug == self.slug, (spec.slug, self.slug)
+        self.spec = spec
         self.opened_at = time.time()  # what ffmpeg makes from now on goes to the remote store
         if not self.remote and self.root.exists() and not self.root.is_dir():
             raise InputError(f"{self.root}: the output path exists and is not a folder")
-        if resume and not (self.path / "film.yaml").is_file():
+        if resume and not (self.path / SPEC_NAME).is_file():
             raise InputError(f"{self.location}: holds no film to resume (no film.yaml); run without --resume to start it")
-        old = self._check_same_film(rerender_changed) if self.path.exists() else None
+        old = self._check_same_film(spec, same_as, rerender_changed) if self.path.exists() else None
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -181,22 +162,24 @@ class FilmStore:
         manifest = self._read_manifest(allow_other_scenes=old is not None)
         if old is not None:
             manifest = self._forget_touched(old, manifest)
-        self.put(self.path / "film.yaml", self.spec.to_yaml().encode())
+        self.write_spec(spec)
         self.manifest = manifest or self._new_manifest()
         self._reconcile()
         self.save_manifest()
 
     def _reconcile(self) -> None:
         """Frames a killed driver wrote after its last manifest save: recorded, not rendered again."""
-        for index, entry in enumerate(self.manifest["scenes"]):
-            for frame in range(entry["frames_expected"]):
-                if str(frame) not in entry["hashes"] and self.has_frame(index, frame):
-                    self.write_frame(index, frame, self.frame_path(index, frame).read_bytes(), rewrite=False)
+        for scene in self.manifest.scenes:
+            for frame in range(scene.frames_expected):
+                if not scene.has_hash(frame) and self.has_frame(scene.index, frame):
+                    self.write_frame(scene.index, frame, self.frame_path(scene.index, frame).read_bytes(),
+                                     rewrite=False)
 
-    def _check_same_film(self, rerender_changed: bool) -> Optional[dict[str, Any]]:
+    def _check_same_film(self, spec: FilmSpec, same_as: tuple[FilmSpec, ...],
+                         rerender_changed: bool) -> Optional[dict[str, Any]]:
         """None when the folder holds this film (or nothing); the old resolved spec when it
         holds a changed one and ``rerender_changed`` allows it."""
-        spec_file = self.path / "film.yaml"
+        spec_file = self.path / SPEC_NAME
         if not self.path.is_dir():
             raise OutputConflictError(f"{self.location}: exists and is not a folder; choose another --out")
         if not spec_file.is_file():
@@ -207,9 +190,9 @@ class FilmStore:
             existing = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise OutputConflictError(f"{spec_file}: cannot be read ({exc}); choose another --out") from exc
-        if isinstance(existing, dict) and any(look(existing) == look(s.to_dict()) for s in (self.spec, *self.same_as)):
+        if isinstance(existing, dict) and any(look(existing) == look(s.to_dict()) for s in (spec, *same_as)):
             return None
-        fields = differences(existing if isinstance(existing, dict) else {}, self.spec.to_dict())
+        fields = differences(existing if isinstance(existing, dict) else {}, spec.to_dict())
         if not rerender_changed or not isinstance(existing, dict):
             raise OutputConflictError(
                 f"{self.location}: already holds a different film (differs at {', '.join(fields)}); "
@@ -218,56 +201,44 @@ class FilmStore:
         self.changed = fields
         return existing
 
-    def _forget_touched(self, old: dict[str, Any], manifest: Optional[dict[str, Any]]) -> dict[str, Any]:
+    def _forget_touched(self, old: dict[str, Any], manifest: Optional[Manifest]) -> Manifest:
         """Reset the scenes a spec change touches: their frames, states and latents go."""
         self.touched = touched_scenes(old, self.spec.to_dict())
         fresh = self._new_manifest()
         if manifest:
-            kept = manifest.get("scenes", [])
-            for index in range(len(fresh["scenes"])):
-                if index not in self.touched and index < len(kept):
-                    fresh["scenes"][index] = kept[index]
-            fresh["bad_nodes"] = manifest.get("bad_nodes", [])
-        restitch = look(old).get("video") != look(self.spec.to_dict()).get("video")
-        for index in range(max(len(fresh["scenes"]), len(old.get("scenes", [])))):
+            for index, kept in enumerate(manifest.scenes[: len(fresh.scenes)]):
+                if index not in self.touched:
+                    fresh.scenes[index] = kept
+            fresh.bad_nodes = manifest.bad_nodes
+        for index in range(max(len(fresh.scenes), len(old.get("scenes", [])))):
             folder = self.scene_dir(index)
-            if not folder.is_dir():
-                continue
-            if index in self.touched or index >= len(fresh["scenes"]):
+            if folder.is_dir() and (index in self.touched or index >= len(fresh.scenes)):
                 for item in folder.iterdir():
                     self.remove(item)
-            elif restitch:  # crf or subtitles: the frames hold, the segment is made again
-                self.remove(folder / "segment.mp4")
-        fresh["changed"] = self.changed
+        fresh.changed = self.changed
         return fresh
 
-    def _new_manifest(self) -> dict[str, Any]:
-        counts = self.spec.frames_per_scene()
-        return {
-            "film": self.spec.slug,
-            "created": time.time(),
-            "scenes": [new_scene_entry(i, n) for i, n in enumerate(counts)],
-            "bad_nodes": [],
-        }
+    def _new_manifest(self) -> Manifest:
+        return Manifest.new(self.slug, self.spec.frames_per_scene())
 
-    def _read_manifest(self, allow_other_scenes: bool = False) -> dict[str, Any] | None:
+    def _read_manifest(self, allow_other_scenes: bool = False) -> Optional[Manifest]:
         if not self.manifest_path.is_file():
             return None
         try:
-            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            text = self.manifest_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{self.manifest_path}: cannot be read ({exc}); move it away to start this film over") from exc
-        if not allow_other_scenes and len(manifest.get("scenes", [])) != len(self.spec.scenes):
+        manifest = Manifest.from_json(text, str(self.manifest_path))
+        if not allow_other_scenes and len(manifest.scenes) != len(self.spec.scenes):
             raise InputError(f"{self.manifest_path}: does not match the film's scenes; move it away to start over")
-        manifest.setdefault("bad_nodes", [])
-        for index, entry in enumerate(manifest.get("scenes", [])):
-            for key, value in new_scene_entry(index, entry.get("frames_expected", 0)).items():
-                entry.setdefault(key, value)
         return manifest
 
     def save_manifest(self) -> None:
-        self.manifest["updated"] = time.time()
-        self.put(self.manifest_path, json.dumps(self.manifest, indent=1).encode())
+        self.put(self.manifest_path, self.manifest.to_json().encode())
+
+    def write_spec(self, spec: FilmSpec, timeline: Optional[dict[str, Any]] = None) -> None:
+        """film.yaml: the resolved spec (with the timeline, once the film is cut)."""
+        self.publish(write_film_yaml(self.path, spec, timeline))
 
     # --- every write goes through here: the local folder, and the remote store if any --------
 
@@ -276,14 +247,12 @@ class FilmStore:
 
     def put(self, path: Path, data: bytes) -> None:
         atomic_write(path, data)
-        if self.remote:
-            self.remote.put(self.relative(path), data)
-            self.sent.add(self.relative(path))
+        self.publish(path, data)
 
-    def publish(self, path: Path) -> None:
-        """A file made in the local folder (by ffmpeg) goes to the remote store too."""
+    def publish(self, path: Path, data: Optional[bytes] = None) -> None:
+        """A file made in the local folder goes to the remote store too."""
         if self.remote:
-            self.remote.put(self.relative(path), path.read_bytes())
+            self.remote.put(self.relative(path), path.read_bytes() if data is None else data)
             self.sent.add(self.relative(path))
 
     def publish_new(self) -> None:
@@ -307,10 +276,10 @@ class FilmStore:
         return scene_dir(self.path, index)
 
     def frame_path(self, scene: int, frame: int) -> Path:
-        return self.scene_dir(scene) / FRAME_NAME.format(frame)
+        return frame_path(self.path, scene, frame)
 
-    def scene_entry(self, index: int) -> dict[str, Any]:
-        return self.manifest["scenes"][index]
+    def scene(self, index: int) -> SceneRecord:
+        return self.manifest.scenes[index]
 
     def has_frame(self, scene: int, frame: int) -> bool:
         return self.frame_path(scene, frame).is_file()
@@ -318,20 +287,12 @@ class FilmStore:
     def write_frame(self, scene: int, frame: int, png: bytes, node: Optional[str] = None, rewrite: bool = True) -> None:
         if rewrite:
             self.put(self.frame_path(scene, frame), png)
-        entry = self.scene_entry(scene)
-        entry["hashes"][str(frame)] = hashlib.sha256(png).hexdigest()[:16]
-        entry["frames_written"] = len(entry["hashes"])
-        ranges = entry["ranges"]
-        if ranges and ranges[-1]["node"] == node and ranges[-1]["last"] == frame - 1:
-            ranges[-1]["last"] = frame
-        else:
-            ranges.append({"first": frame, "last": frame, "node": node})
+        self.scene(scene).frame_written(frame, hashlib.sha256(png).hexdigest()[:16], node)
 
     def scene_complete(self, index: int) -> bool:
         """Done in the manifest, and every frame still on disk."""
-        entry = self.scene_entry(index)
-        return entry["state"] == "done" and all(
-            self.frame_path(index, f).is_file() for f in range(entry["frames_expected"]))
+        record = self.scene(index)
+        return record.state == "done" and all(self.has_frame(index, f) for f in range(record.frames_expected))
 
     # --- arrays: latents between jobs, renderer states of scenes in progress ------------------
 
@@ -353,7 +314,7 @@ class FilmStore:
     def write_state(self, scene: int, frame: int, state: dict[str, np.ndarray]) -> None:
         """The renderer state after ``frame``: the scene can continue from the frame after it."""
         self.write_arrays(scene, "state", {**state, FRAME_KEY: np.asarray(frame)})
-        self.scene_entry(scene)["state_frame"] = frame
+        self.scene(scene).state_frame = frame
 
     def read_state(self, scene: int) -> Optional[tuple[int, dict[str, np.ndarray]]]:
         """(frame, state) for a scene in progress whose frames up to ``frame`` are all on disk."""
@@ -367,85 +328,18 @@ class FilmStore:
 
     def clear_state(self, scene: int) -> None:
         self.remove(self.scene_dir(scene) / "state.npz")
-        self.scene_entry(scene)["state_frame"] = None
+        self.scene(scene).state_frame = None
 
     def summary(self) -> str:
         """What the folder holds: scenes done, and scenes part-done at frame k."""
         done, partial = [], []
-        for index, entry in enumerate(self.manifest["scenes"]):
-            if self.scene_complete(index):
-                done.append(index)
-            elif (state := self.read_state(index)) is not None:  # the state file, newer than the manifest
-                partial.append(f"scene {index + 1} at frame {state[0] + 1}/{entry['frames_expected']}")
-        text = f"{len(done)}/{len(self.manifest['scenes'])} scenes done"
+        for record in self.manifest.scenes:
+            if self.scene_complete(record.index):
+                done.append(record.index)
+            elif (state := self.read_state(record.index)) is not None:  # the state file, newer than the manifest
+                partial.append(f"scene {record.index + 1} at frame {state[0] + 1}/{record.frames_expected}")
+        text = f"{len(done)}/{len(self.manifest.scenes)} scenes done"
         return text + (f"; part-done: {', '.join(partial)}" if partial else "; none part-done")
 
 
 FRAME_KEY = "__farm_frame"
-
-
-def new_scene_entry(index: int, frames: int) -> dict[str, Any]:
-    return {"index": index, "state": "pending", "frames_expected": frames, "frames_written": 0,
-            "attempts": 0, "anchor_attempts": 0, "failures": [], "hashes": {}, "seconds": None, "worker": None,
-            "state_frame": None, "ranges": []}
-
-
-def differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    """Every field whose value differs between two resolved specs (what the film looks like only)."""
-    if not prefix:
-        a, b = look(a), look(b)
-    out: list[str] = []
-    for key in list(a) + [k for k in b if k not in a]:
-        where = f"{prefix}.{key}" if prefix else str(key)
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += differences(va, vb, where)
-        elif isinstance(va, list) and isinstance(vb, list) and all(isinstance(x, dict) for x in va + vb):
-            for i in range(max(len(va), len(vb))):
-                if i >= len(va) or i >= len(vb):
-                    out.append(f"{where}[{i}]")
-                else:
-                    out += differences(va[i], vb[i], f"{where}[{i}]")
-        elif va != vb:
-            out.append(where)
-    return out
-
-
-def first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
-    found = differences(a, b)
-    return found[0] if found else "?"
-
-
-def touched_scenes(old: dict[str, Any], new: dict[str, Any]) -> list[int]:
-    """Scenes whose frames a spec change alters.
-
-    A change outside the scenes that alters pixels (seed, render, models, video size or fps)
-    touches every scene; crf and subtitles only make the segments again. A scene's own
-    prompt or length touches it, and in ``chain`` mode every scene after it; in
-    ``keyframe`` mode also the next scene, which starts from this scene's anchor.
-    """
-    a, b = look(old), look(new)
-    scenes_a, scenes_b = a.pop("scenes", []), b.pop("scenes", [])
-    for side in (a, b):
-        side.pop("title", None)
-        side.pop("story", None)
-        side.pop("llm", None)
-        for key in ("crf", "subtitles", "transition"):
-            side.get("video", {}).pop(key, None)
-    count = len(scenes_b)
-    if a != b:
-        return list(range(count))
-
-    def shown(scene: dict[str, Any]) -> tuple[str, Any]:
-        return ((scene.get("prompt") or "").strip() or (scene.get("narration") or "").strip(), scene.get("duration"))
-
-    touched: set[int] = set()
-    mode = b.get("render", {}).get("reseed")
-    for index in range(count):
-        if index >= len(scenes_a) or shown(scenes_a[index]) != shown(scenes_b[index]):
-            touched.add(index)
-            if mode == "chain":
-                touched.update(range(index, count))
-            elif mode == "keyframe" and index + 1 < count:
-                touched.add(index + 1)
-    return sorted(touched)

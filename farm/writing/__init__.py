@@ -5,7 +5,6 @@
     scenes.py   story -> scenes by the LLM: chunks, JSON schema, prompts condensed to fit CLIP
     plan.py     the offline splitter, the CLIP token check, plan_film
     steps.py    farm story and farm plan as files
-    files.py    atomic writes
 
 Nothing here imports Ray or torch at import time; open_clip's tokenizer is
 imported when a prompt is first counted.

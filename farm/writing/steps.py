@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from farm.errors import InputError, LLMError
-from farm.spec import FilmSpec, LLMSpec, apply_override, read_spec_file, spec_from_dict
-from farm.writing.files import atomic_write_text, spec_yaml
+from farm.folder.layout import atomic_write
+from farm.spec import FilmSpec, LLMSpec, apply_override, read_spec_file, readable_yaml, spec_from_dict
 from farm.writing.llm import LLMClient, configured
 from farm.writing.plan import plan_film
 from farm.writing.scenes import plan_scenes
@@ -83,7 +83,7 @@ def write_story(phrase: str, out: Optional[str | Path] = None, candidates: Optio
     chosen = obtain_story(phrase, trial.llm, folder, pick, ask, say, environ, new, show_to)
     film = story_film(phrase, chosen, data)
     spec_from_dict(film)  # what is written must load
-    atomic_write_text(path, spec_yaml(film))
+    atomic_write(path, readable_yaml(film))
     say(f"story {chosen.number} written to {path}")
     return path
 
@@ -104,7 +104,7 @@ def plan_file(path: str | Path, out: Optional[str | Path] = None, overrides: Seq
     data["scenes"] = [scene_dict(s) for s in scenes]
     plan_film(spec_from_dict(data))  # every prompt fits CLIP, the whole spec loads
     target = Path(out) if out else path
-    atomic_write_text(target, spec_yaml(data))
+    atomic_write(target, readable_yaml(data))
     say(f"{len(scenes)} scenes written to {target}")
     return target
 

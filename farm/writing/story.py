@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, Optional
 import yaml
 
 from farm.errors import InputError
-from farm.spec import LLMSpec, slugify
-from farm.writing.files import atomic_write_text
+from farm.spec import LLMSpec, readable_yaml, slugify
+from farm.folder.layout import atomic_write
 from farm.writing.llm import LLMClient, base_url, public_url
 
 CANDIDATE_NAME = "candidate_{}.yaml"
@@ -96,7 +96,7 @@ def save_candidates(folder: Path, candidates: list[Candidate]) -> list[Path]:
     for c in candidates:
         path = folder / CANDIDATE_NAME.format(c.number)
         data = {"candidate": c.number, "phrase": c.phrase, "llm": c.settings, "text": c.text}
-        atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100))
+        atomic_write(path, readable_yaml(data))
         paths.append(path)
     number = len(candidates) + 1
     while (folder / CANDIDATE_NAME.format(number)).is_file():

@@ -1,5 +1,5 @@
-"""The film store's side of resuming (no Ray): every changed field named, what a change touches,
-renderer states kept atomically, a folder with no film refused by --resume."""
+"""farm.driver.store (no Ray): a changed film refused or partly forgotten, renderer states kept
+with their frames, frames a killed driver wrote recorded, a folder with no film refused by --resume."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from farm.driver.store import FilmStore, differences, touched_scenes
+from farm.driver.store import FilmStore
 from farm.errors import InputError, OutputConflictError
 from farm.spec import spec_from_dict
 
@@ -24,48 +24,31 @@ def resolved(**changes):
     return plan_film(spec)
 
 
-def test_every_changed_field_is_listed_and_execution_settings_are_not():
-    a = resolved().to_dict()
-    b = resolved(**{"render.cutouts": 3, "scenes.2.prompt": "a red kite", "video.fps": 5,
-                    "render.workers": 4, "dispatch.state_every": 2}).to_dict()
-    assert sorted(differences(a, b)) == ["render.cutouts", "scenes[2].prompt", "video.fps"]
-
-
-def test_touched_scenes_follow_the_reseed_mode():
-    base = resolved().to_dict()
-    prompt = resolved(**{"scenes.1.prompt": "a red kite"}).to_dict()
-    assert touched_scenes(base, prompt) == [1, 2]  # keyframe: scene 3 starts from scene 2's anchor
-    chain = resolved(**{"render.reseed": "chain"}).to_dict()
-    chain_prompt = resolved(**{"render.reseed": "chain", "scenes.0.prompt": "a red kite"}).to_dict()
-    assert touched_scenes(chain, chain_prompt) == [0, 1, 2]
-    independent = resolved(**{"render.reseed": "independent"}).to_dict()
-    independent_prompt = resolved(**{"render.reseed": "independent", "scenes.2.prompt": "x"}).to_dict()
-    assert touched_scenes(independent, independent_prompt) == [2]
-    assert touched_scenes(base, resolved(**{"render.cutouts": 3}).to_dict()) == [0, 1, 2]
-    assert touched_scenes(base, resolved(**{"video.crf": 30}).to_dict()) == []  # segments only
+def opened(root, spec, **how):
+    store = FilmStore(root, spec.slug)
+    store.open(spec, **how)
+    return store
 
 
 def test_a_changed_film_is_refused_naming_every_field_and_left_untouched(tmp_path):
-    store = FilmStore(tmp_path, resolved())
-    store.open()
+    store = opened(tmp_path, resolved())
     store.write_frame(0, 0, b"png")
     store.save_manifest()
     before = {p: p.read_bytes() for p in store.path.rglob("*") if p.is_file()}
     with pytest.raises(OutputConflictError, match=r"differs at scenes\[1\]\.prompt, render\.cutouts\)"):
-        FilmStore(tmp_path, resolved(**{"render.cutouts": 3, "scenes.1.prompt": "a kite"})).open()
+        opened(tmp_path, resolved(**{"render.cutouts": 3, "scenes.1.prompt": "a kite"}))
     assert {p: p.read_bytes() for p in store.path.rglob("*") if p.is_file()} == before
 
 
 def test_rerender_changed_forgets_only_the_touched_scenes(tmp_path):
     spec = resolved(**{"render.reseed": "independent"})
-    store = FilmStore(tmp_path, spec)
-    store.open()
+    store = opened(tmp_path, spec)
     for scene in range(3):
         store.write_frame(scene, 0, f"frame of {scene}".encode(), node="n1")
     store.write_state(2, 0, {"z": np.zeros(3)})
     store.save_manifest()
-    changed = FilmStore(tmp_path, resolved(**{"render.reseed": "independent", "scenes.2.prompt": "a kite"}))
-    changed.open(rerender_changed=True)
+    changed = opened(tmp_path, resolved(**{"render.reseed": "independent", "scenes.2.prompt": "a kite"}),
+                     rerender_changed=True)
     assert changed.changed == ["scenes[2].prompt"] and changed.touched == [2]
     assert changed.has_frame(0, 0) and changed.has_frame(1, 0) and not changed.has_frame(2, 0)
     assert changed.read_state(2) is None
@@ -75,8 +58,7 @@ def test_rerender_changed_forgets_only_the_touched_scenes(tmp_path):
 
 
 def test_states_are_kept_only_with_their_frames(tmp_path):
-    store = FilmStore(tmp_path, resolved())
-    store.open()
+    store = opened(tmp_path, resolved())
     state = {"z": np.arange(6.0).reshape(2, 3), "rng": np.array([1, 2, 3], np.uint8)}
     store.write_frame(0, 0, b"a", node="n1")
     store.write_frame(0, 1, b"b", node="n1")
@@ -86,17 +68,15 @@ def test_states_are_kept_only_with_their_frames(tmp_path):
     assert "scene 1 at frame 2/4" in store.summary()
     store.frame_path(0, 0).unlink()  # a state whose frames are not all on disk is not used
     assert store.read_state(0) is None
-    assert store.scene_entry(0)["ranges"] == [{"first": 0, "last": 1, "node": "n1"}]
+    assert [(r.first, r.last, r.node) for r in store.scene(0).ranges] == [(0, 1, "n1")]
 
 
 def test_frames_a_killed_driver_wrote_after_its_last_manifest_are_recorded(tmp_path):
-    store = FilmStore(tmp_path, resolved())
-    store.open()
+    store = opened(tmp_path, resolved())
     store.frame_path(1, 0).parent.mkdir(parents=True, exist_ok=True)
     store.frame_path(1, 0).write_bytes(b"late frame")
-    again = FilmStore(tmp_path, resolved())
-    again.open(resume=True)
-    assert again.scene_entry(1)["frames_written"] == 1 and again.scene_entry(1)["ranges"][0]["first"] == 0
+    again = opened(tmp_path, resolved(), resume=True)
+    assert again.scene(1).frames_written == 1 and again.scene(1).ranges[0].first == 0
 
 
 def test_resume_refuses_a_folder_with_no_film(tmp_path):
@@ -107,4 +87,4 @@ def test_resume_refuses_a_folder_with_no_film(tmp_path):
     assert result.stderr.startswith("farm: error: ") and "holds no film to resume" in result.stderr
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError):
-        FilmStore(tmp_path / "out", resolved()).open(resume=True)
+        opened(tmp_path / "out", resolved(), resume=True)

@@ -1,0 +1,84 @@
+"""Where a film's files live in its folder, and how they are written (atomically).
+
+    <film>/
+      film.yaml  manifest.json
+      scenes/NNN/frame_00000.png ...   a scene's frames (and the driver's latents and state)
+      scenes/NNN/bridge_00000.png ...  morph bridge frames from scene NNN to the next
+      segments/                        encoded pieces (derived: safe to delete), narration audio
+      film.mp4  film.srt  film.vtt  contact.png  poster.png
+
+The driver writes frames, the cutter reads them and writes the film; both take the
+names from here. ``film.yaml`` has one writer, :func:`write_film_yaml`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from farm.errors import InputError
+from farm.spec import FilmSpec
+
+SPEC_NAME = "film.yaml"
+MANIFEST_NAME = "manifest.json"
+FRAME_NAME = "frame_{:05d}.png"
+FRAME_PATTERN = "frame_%05d.png"  # the same name as ffmpeg's image2 pattern
+BRIDGE_NAME = "bridge_{:05d}.png"
+BRIDGE_PATTERN = "bridge_%05d.png"
+
+
+def scene_dir(film_dir: Path, index: int) -> Path:
+    return Path(film_dir) / "scenes" / f"{index:03d}"
+
+
+def frame_path(film_dir: Path, scene: int, frame: int) -> Path:
+    return scene_dir(film_dir, scene) / FRAME_NAME.format(frame)
+
+
+def bridge_path(film_dir: Path, scene: int, frame: int) -> Path:
+    """Frame ``frame`` of the morph bridge from scene ``scene`` to the next."""
+    return scene_dir(film_dir, scene) / BRIDGE_NAME.format(frame)
+
+
+def segments_dir(film_dir: Path) -> Path:
+    return Path(film_dir) / "segments"
+
+
+def film_yaml(spec: FilmSpec, timeline: Optional[dict[str, Any]] = None) -> str:
+    """The resolved spec; after a stitch, the timeline every tool follows (ignored when read back)."""
+    text = spec.to_yaml()
+    if timeline is not None:
+        text += yaml.safe_dump({"timeline": timeline}, sort_keys=False, width=100)
+    return text
+
+
+def write_film_yaml(film_dir: Path, spec: FilmSpec, timeline: Optional[dict[str, Any]] = None) -> Path:
+    """The film's resolved spec into its folder (before rendering, and again with the timeline after a stitch)."""
+    path = Path(film_dir) / SPEC_NAME
+    atomic_write(path, film_yaml(spec, timeline))
+    return path
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half."""
+    path = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be written ({exc.strerror})") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot be written ({exc.strerror})") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
