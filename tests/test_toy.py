@@ -439,8 +439,7 @@ def test_shipped_generator_draws_the_coded_shape(toy_generator):
 @pytest.mark.parametrize("which", ["built", "shipped"])
 def test_toy_generator_listens_to_its_code_only(which, toy_generator):
     """Every latent value but the code, and the class mix, leave the picture unchanged."""
-    from farm.render.generator import generate
-    from farm.render.models import latent_rows
+    from farm.render.biggan import generate, latent_rows
     from farm.toy.generator import CODE, build_toy_biggan, decode
 
     torch.manual_seed(5)

@@ -1,31 +1,34 @@
-"""CLIP (open_clip) and BigGAN (pytorch-pretrained-biggan): pretrained, staged, or tiny.
+"""CLIP (open_clip) and BigGAN (pytorch-pretrained-biggan): pretrained, staged, tiny or toy.
 
 Pretrained weights load through the libraries' own loaders, or from files a
 user staged in advance (clusters are often offline). ``tiny`` builds the same
 model classes at small widths with random weights drawn from a fixed seed, so
-every worker holds identical models and tests run on a CPU in seconds.
+every worker holds identical models and tests run on a CPU in seconds. ``toy``
+loads the models farm/toy ships. BigGAN itself is built, loaded from files and
+driven in :mod:`farm.render.biggan`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils.spectral_norm import SpectralNormLoadStateDictPreHook
 
 from farm.errors import ModelError, first_line
+from farm.render.biggan import (
+    TINY_WEIGHTS_SEED,
+    biggan_from_files,
+    build_biggan,  # noqa: F401 (scripts/bench_renderer.py imports it from here)
+    build_tiny_biggan,
+    fold_spectral_norm,
+    latent_rows,
+)
 from farm.spec import PRETRAINED_BIGGAN, ModelsSpec
 
 # Small but real: the open_clip CLIP class with 2 narrow transformer layers per tower.
 TINY_CLIP = dict(embed_dim=64, image_size=64, patch_size=16, vision_width=64, vision_layers=2,
                  text_width=64, text_heads=2, text_layers=2)
-# The pytorch-pretrained-biggan BigGAN class with 8 channels per width unit (the real ones use 128).
-TINY_BIGGAN_CHANNELS = 8
-TINY_WEIGHTS_SEED = 20210410  # fixed so every worker builds the same random networks
 
 
 @dataclass
@@ -76,7 +79,8 @@ def load_models(spec: ModelsSpec, size: int, device: torch.device, preset: str =
     return Models(
         clip=clip,
         # tiny reuses ViT-B-32's tokenizer: the BPE vocabulary CLIP ships with.
-        tokenizer=toy_tokenizer if spec.clip == "toy" else open_clip.get_tokenizer("ViT-B-32" if spec.clip == "tiny" else spec.clip),
+        tokenizer=(toy_tokenizer if spec.clip == "toy"
+                   else open_clip.get_tokenizer("ViT-B-32" if spec.clip == "tiny" else spec.clip)),
         biggan=biggan,
         clip_size=clip_size,
         clip_mean=mean.to(device),
@@ -138,96 +142,6 @@ def build_tiny_clip() -> nn.Module:
 # --- BigGAN ----------------------------------------------------------------------------------
 
 
-def biggan_layers(size: int) -> list[tuple[bool, int, int]]:
-    """Generator blocks for a BigGAN-deep making ``size`` pixels: pairs of (keep, up-sample)
-    blocks from 4x4, channel multipliers halving as the image grows."""
-    ups = int(math.log2(size // 4))
-    mults = {4: [16, 8, 4, 2, 1], 5: [16, 16, 8, 4, 2, 1], 6: [16, 16, 8, 8, 4, 2, 1], 7: [16, 16, 8, 8, 4, 2, 1, 1]}[ups]
-    layers = []
-    for a, b in zip(mults, mults[1:]):
-        layers += [(False, a, a), (True, a, b)]
-    return layers
-
-
-def fold_spectral_norm(model: nn.Module) -> None:
-    """Replace every spectral-normed weight by its value: weight_orig / sigma from the stored
-    power-iteration vectors. That is exactly what an eval-mode forward computes, at every call,
-    for every layer; the weights are frozen, so once is enough."""
-    for module in model.modules():
-        if hasattr(module, "weight_orig"):
-            trainable = module.weight_orig.requires_grad
-            nn.utils.remove_spectral_norm(module)
-            module.weight.requires_grad_(trainable)  # a new Parameter: keep the frozen frozen
-            # torch leaves the load hook behind (it is wrapped, so remove_spectral_norm misses it);
-            # it would turn a later load's plain `weight` back into weight_orig and fail.
-            for key, hook in list(module._load_state_dict_pre_hooks.items()):
-                if isinstance(getattr(hook, "hook", hook), SpectralNormLoadStateDictPreHook):
-                    del module._load_state_dict_pre_hooks[key]
-
-
-def build_tiny_biggan(size: int) -> nn.Module:
-    return build_biggan(size, TINY_BIGGAN_CHANNELS)
-
-
-def biggan_config(size: int, channels: int, attention: int = 64):
-    """The BigGAN-deep config for ``size`` pixels at ``channels`` per width unit (128 in the
-    published models), with self-attention at the ``attention`` x ``attention`` stage (64 in the
-    published models)."""
-    from pytorch_pretrained_biggan import BigGANConfig
-
-    layers = biggan_layers(size)
-    # The library puts the attention layer before the block at this index.
-    position = next(i for i, (up, _, _) in enumerate(layers) if up and 4 * 2 ** sum(u for u, _, _ in layers[: i + 1]) == attention) + 1
-    return BigGANConfig(output_dim=size, z_dim=128, class_embed_dim=128, channel_width=channels,
-                        num_classes=1000, layers=layers, attention_layer_position=position)
-
-
-def build_biggan(size: int, channels: int) -> nn.Module:
-    """The BigGAN-deep architecture for ``size`` pixels at ``channels`` per width unit, with random
-    weights drawn from a fixed seed."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_WEIGHTS_SEED)
-        return new_biggan(biggan_config(size, channels))
-
-
-def new_biggan(config) -> nn.Module:
-    """The library's BigGAN for ``config``, every weight initialised, spectral norms settled
-    (random weights from torch's global generator)."""
-    from pytorch_pretrained_biggan import BigGAN
-
-    model = BigGAN(config)
-    # The library leaves the last (unconditional) batch norm's affine parameters
-    # uninitialised, since pretrained weights always overwrite them.
-    nn.init.ones_(model.generator.bn.weight)
-    nn.init.zeros_(model.generator.bn.bias)
-    settle_spectral_norm(model)
-    return model
-
-
-def latent_rows(biggan: nn.Module) -> int:
-    """Big Sleep's latent rows for this BigGAN: one for gen_z plus one per generator block."""
-    return 1 + sum(1 for layer in biggan.generator.layers if layer.__class__.__name__ == "GenBlock")
-
-
-def settle_spectral_norm(model: nn.Module) -> None:
-    """Random spectral-norm vectors give a random scale to every layer; a few power
-    iterations (what a forward pass in train mode does) make them true estimates."""
-    model.train()
-    with torch.no_grad():
-        for _ in range(10):
-            for module in model.modules():
-                if hasattr(module, "weight_orig"):
-                    module(torch.zeros(1, *_probe_shape(module)))
-
-
-def _probe_shape(module: nn.Module) -> tuple[int, ...]:
-    if isinstance(module, nn.Conv2d):
-        return (module.in_channels, module.kernel_size[0], module.kernel_size[1])
-    if isinstance(module, nn.Linear):
-        return (module.in_features,)
-    raise AssertionError(f"unexpected spectral-normed module {module!r}")
-
-
 def load_biggan(spec: ModelsSpec, size: int, preset: str = "draft") -> nn.Module:
     from farm.render import weights as w
 
@@ -250,41 +164,3 @@ def load_biggan(spec: ModelsSpec, size: int, preset: str = "draft") -> nn.Module
         w.ensure_reachable(located, preset)
         files = w.fetch_biggan(spec)
     return biggan_from_files(files["config.json"], files["pytorch_model.bin"], size)
-
-
-def biggan_from_files(config_file: Path, weights_file: Path, size: int) -> nn.Module:
-    """The library's BigGAN class from its config and weights, every weight accounted for
-    (the library's own loader accepts any state dict, wrong model or not)."""
-    from pytorch_pretrained_biggan import BigGAN, BigGANConfig
-
-    try:
-        config = BigGANConfig.from_dict(json.loads(Path(config_file).read_text()))
-        output_dim = config.output_dim
-    except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
-        raise ModelError(f"models.biggan: {config_file} is not a BigGAN config ({exc})") from exc
-    if output_dim != size:
-        raise ModelError(f"video.size: {size} is not a size this BigGAN can make (it makes {output_dim})")
-    model = BigGAN(config)
-    try:
-        state = torch.load(weights_file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(f"models.biggan: {weights_file} does not hold the weights of this BigGAN "
-                         f"(unreadable: {first_line(exc, with_type=True)[:300]})") from exc
-    problem = state_dict_mismatch(model, state)
-    if problem:
-        raise ModelError(f"models.biggan: {weights_file} does not hold the weights of this BigGAN ({problem})")
-    model.load_state_dict(state, strict=True)
-    return model
-
-
-def state_dict_mismatch(model: nn.Module, state: object) -> str:
-    """What keeps ``state`` from being exactly ``model``'s weights, in a few words; empty if nothing."""
-    if not isinstance(state, dict):
-        return f"a {type(state).__name__}, not a state dict"
-    mine = model.state_dict()
-    missing = [k for k in mine if k not in state]
-    unexpected = [k for k in state if k not in mine]
-    wrong = [k for k in mine if k in state and getattr(state[k], "shape", None) != mine[k].shape]
-    parts = [f"{len(keys)} {what}, e.g. {keys[0]}" for what, keys in
-             (("missing", missing), ("unexpected", unexpected), ("of another shape", wrong)) if keys]
-    return "; ".join(parts)

@@ -6,7 +6,7 @@ picture the code stands for (:func:`meaning`, :func:`draw_codes`): mixes of the 
 for the shape and the background, and the three shapes at the five named places and two named
 sizes, blended. It is
 trained by regression from random latents to those exact drawings, through farm's own Big
-Sleep forward pass (:func:`farm.render.generator.generate`), so every latent Big Sleep starts
+Sleep forward pass (:func:`farm.render.biggan.generate`), so every latent Big Sleep starts
 from is a picture. Every other latent value and the class mix have no effect: the class
 embedding, the blocks' conditional batch-norm gains and biases and ``gen_z``'s weights on the
 other inputs are zero and frozen. BigGAN's batch norms use their stored statistics (zero mean,
@@ -27,8 +27,7 @@ import torch
 from torch import nn
 
 from farm.errors import ModelError
-from farm.render.generator import generate
-from farm.render.models import biggan_config, fold_spectral_norm, latent_rows, new_biggan, state_dict_mismatch
+from farm.render.biggan import biggan_config, fold_spectral_norm, generate, latent_rows, new_biggan, state_dict_mismatch
 from farm.toy.common import float_state, half_state, set_warmup_cosine_lr
 from farm.toy.world import COLOURS, POSITIONS, SHAPES, SIZES, pixel_centres, shape_mask
 
