@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from farm.render.bigsleep import BigSleep, Latents, render_scene, render_scene_with_state
-from farm.seeds import derive_seed
 from farm.render.models import load_models
+from farm.seeds import derive_seed
 from farm.spec import spec_from_dict
 
 from conftest import tiny_film
@@ -38,7 +38,8 @@ def test_tiny_models_are_the_real_classes(models):
 
 def test_a_64_pixel_biggan_deep_has_eight_blocks_and_draws_64_pixels():
     """Four up-samplings from 4x4; channel multipliers 16, 8, 4, 2, 1, each a (keep, up-sample) pair."""
-    from farm.render.biggan import biggan_layers, build_tiny_biggan, generate, latent_rows
+    from farm.render.generator import generate
+    from farm.render.models import biggan_layers, build_tiny_biggan, latent_rows
 
     assert biggan_layers(64) == [(False, 16, 16), (True, 16, 8), (False, 8, 8), (True, 8, 4),
                                  (False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1)]
@@ -66,12 +67,19 @@ def test_optimisation_lowers_the_loss_on_a_fixed_prompt(spec, models):
 
 
 def test_optimisation_raises_clip_similarity(spec, models):
+    """Scored on the same 16 cutouts before and after (no cutout noise): 30 steps raise the prompt's
+    mean cosine similarity by more than 0.02 (measured: 0.146 -> 0.188, on one CPU thread)."""
+    from farm.render.cutouts import cutout_boxes
+
     sleeper = BigSleep(models, spec.render, PROMPT, seed=3)
-    before = np.mean([sleeper.losses()["similarity"].item() for _ in range(4)])
+    boxes = cutout_boxes(spec.render, 16, models.resolution, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = sleeper.losses(boxes)["similarity"].item()
     for _ in range(30):
         sleeper.step()
-    after = np.mean([sleeper.losses()["similarity"].item() for _ in range(4)])
-    assert after > before, (before, after)
+    with torch.no_grad():
+        after = sleeper.losses(boxes)["similarity"].item()
+    assert after > before + 0.02, (before, after)
 
 
 def test_frames_are_the_trajectory(spec, models):
@@ -112,7 +120,6 @@ def test_staged_biggan_folder_loads_through_the_librarys_loader(tmp_path, spec, 
     import dataclasses
 
     from farm.errors import ModelError
-
     from farm.render.models import build_tiny_biggan
 
     folder = tmp_path / "biggan-staged"
@@ -150,10 +157,11 @@ def plain_big_sleep_loss(models, z, logits, boxes, prompts, clip_weight, truncat
         else:
             x = layer(x)
     image = (torch.tanh(gen.conv_to_rgb(gen.relu(gen.bn(x, truncation)))[:, :3]) + 1) / 2
-    pieces = [F.interpolate(image[:, :, t:t + s, l:l + s], (models.clip_size,) * 2, mode="nearest")
-              for t, l, s in boxes.tolist()]
+    pieces = [F.interpolate(image[:, :, top:top + side, left:left + side], (models.clip_size,) * 2, mode="nearest")
+              for top, left, side in boxes.tolist()]
     embeds = models.clip.encode_image((torch.cat(pieces) - models.clip_mean) / models.clip_std)
-    lat = (1 - torch.std(z, dim=1)).abs().mean() + z.mean(dim=1).abs().mean() + 4 * torch.max(z.square().mean(), torch.tensor(1.0))
+    lat = ((1 - torch.std(z, dim=1)).abs().mean() + z.mean(dim=1).abs().mean()
+           + 4 * torch.max(z.square().mean(), torch.tensor(1.0)))
     for array in z:
         diffs = array - array.mean()
         zscores = diffs / diffs.pow(2).mean().sqrt()
@@ -178,7 +186,8 @@ def test_total_loss_equals_a_plain_implementation_of_the_published_formulas(spec
         sleeper.step()
     boxes = cutout_boxes(settings, 6, models.resolution, torch.Generator().manual_seed(8))
     ours = sleeper.losses(boxes)["loss"].item()
-    theirs = plain_big_sleep_loss(models, sleeper.z.detach(), sleeper.classes.detach(), boxes, prompts, 100.0, 0.7).item()
+    theirs = plain_big_sleep_loss(models, sleeper.z.detach(), sleeper.classes.detach(), boxes, prompts,
+                                  100.0, 0.7).item()
     assert ours == pytest.approx(theirs, rel=1e-5, abs=1e-4)
 
 
@@ -249,14 +258,14 @@ def test_init_candidates_keep_the_start_with_the_lowest_loss(spec, models):
     best = int(np.argmin(losses))
     assert len(set(losses)) == 4
     with torch.no_grad():  # scored together, each loss is what it is alone
-        together = total_loss(sleeper.loss_terms(torch.stack([z for z, _ in starts]), torch.stack([c for _, c in starts]),
-                                                 boxes)).tolist()
+        together = total_loss(sleeper.loss_terms(torch.stack([z for z, _ in starts]),
+                                                 torch.stack([c for _, c in starts]), boxes)).tolist()
     np.testing.assert_allclose(together, losses, rtol=1e-5)
     assert torch.equal(sleeper.z.detach(), starts[best][0]) and torch.equal(sleeper.classes.detach(), starts[best][1])
     torch.testing.assert_close(sleeper.ema.average.z, starts[best][0])  # frames start from the winner too
     # One candidate is big-sleep's single random start, untouched.
-    assert torch.equal(BigSleep(models, dataclasses.replace(spec.render, init_candidates=1), PROMPT, seed=11).z.detach(),
-                       first[0])
+    single = BigSleep(models, dataclasses.replace(spec.render, init_candidates=1), PROMPT, seed=11)
+    assert torch.equal(single.z.detach(), first[0])
 
 
 def test_a_resumed_scene_is_byte_identical(spec, models):
@@ -305,9 +314,9 @@ def test_morph_bridge_ends_on_the_neighbouring_frames(spec, models):
 
 
 def test_self_attention_is_the_librarys(models):
-    from farm.render.biggan import self_attention
+    from farm.render.generator import self_attention
 
-    layer = next(l for l in models.biggan.generator.layers if l.__class__.__name__ != "GenBlock")
+    layer = next(block for block in models.biggan.generator.layers if block.__class__.__name__ != "GenBlock")
     saved = layer.gamma.detach().clone()
     try:
         layer.gamma.data.fill_(0.7)  # random tiny weights leave it at 0, which would hide the attention

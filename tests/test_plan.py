@@ -22,8 +22,17 @@ def test_split_story_keeps_every_sentence_in_order():
 
 
 def test_plan_fills_in_scenes_from_the_story():
+    """Sentences are grouped until a scene reads for 5 s at 2.5 words a second (farm.spec), and each
+    scene lasts its reading time, rounded to 0.1 s, at least 2 s. By hand, words per sentence:
+    8 + 13 = 21 (8.4 s) | 6 + 10 = 16 (6.4 s) | 13 (5.2 s) | 4 (1.6 s, so 2 s)."""
     spec = plan_film(spec_from_dict({"title": "t", "story": {"text": STORY}}))
-    assert len(spec.scenes) >= 2 and all(s.seconds >= 2 for s in spec.scenes)
+    assert [s.narration for s in spec.scenes] == [
+        "In a drop of meltwater, a tardigrade wakes. Its legs are covered in long white fur, thick as a yeti's coat.",
+        "It paddles through the cold water! Snow falls above it like a slow storm of stars.",
+        "It climbs onto a moss leaf and looks out over the frozen valley.",
+        "Then it sleeps again.",
+    ]
+    assert [s.duration for s in spec.scenes] == [8.4, 6.4, 5.2, 2.0]  # written out, not left to the reading rule
 
 
 def test_fit_prompt_cuts_long_text_to_75_tokens():

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from farm.errors import InputError, SpecError
-from farm.spec import FilmSpec, RenderSpec, load_spec, spec_from_dict
+from farm.spec import RenderSpec, load_spec, spec_from_dict
 
 from conftest import EXAMPLE, tiny_film
 
@@ -132,4 +132,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_story_text_without_scenes_is_allowed():
     spec = spec_from_dict({"title": "t", "story": {"text": "A yeti sleeps."}})
-    assert isinstance(spec, FilmSpec) and spec.scenes == []
+    assert spec.story.text == "A yeti sleeps." and spec.scenes == [] and spec.frames_per_scene() == []
+    # No preset named: RenderSpec's (draft), whose values are in force.
+    assert spec.render.preset == RenderSpec.preset == "draft"
+    assert (spec.video.size, spec.render.cutouts, spec.models.biggan) == (256, 32, "biggan-deep-256")
