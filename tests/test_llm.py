@@ -4,17 +4,26 @@ gets one line naming the cause and what to do, exit 2, and no file written or ch
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 import yaml
 
 from farm.errors import LLMError
 from farm.spec import LLMSpec
-from farm.writing.llm import LLMClient, parse_json, BadAnswer
+from farm.writing.llm import BadAnswer, LLMClient, parse_json
 
-from openai_server import (FakeOpenAI, Scripted, chat_answer, clean_env, error, error_line, farm,  # noqa: F401
-                           free_port, llm_args, server)
+from openai_server import (  # noqa: F401
+    FakeOpenAI,
+    Scripted,
+    chat_answer,
+    clean_env,
+    error,
+    error_line,
+    farm,
+    free_port,
+    llm_args,
+    server,
+)
 
 KEY = "sk-test-SECRET-4242-abcdef"
 
@@ -85,14 +94,14 @@ def test_rate_limit_waits_as_the_server_says_then_succeeds(tmp_path, capsys, ser
 
 
 def test_retry_after_is_honoured_in_time(server):
-    times = []
+    """The client waits what the server asks (200 ms, not its own 1 ms), between the refused request
+    and the next one: the wait is recorded with the requests made so far, and never slept."""
+    waits = []
     server.script(error(429, "wait", headers={"retry-after-ms": "200"}))
     client = LLMClient(LLMSpec(base_url=server.url, model="fake", retry_wait=0.001), environ={},
-                       sleep=lambda s: (times.append(s), time.sleep(s)))
-    started = time.monotonic()
-    client.ask("s", "u", 0.5)
-    assert times == [0.2]
-    assert time.monotonic() - started >= 0.2
+                       sleep=lambda seconds: waits.append((seconds, len(server.requests))))
+    assert client.ask("s", "u", 0.5).startswith("In a drop")
+    assert waits == [(0.2, 1)] and len(server.requests) == 2
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -177,13 +186,18 @@ def test_chat_request_carries_the_settings(server):
     client.ask("system words", "user words", 0.3)
     body = server.requests[0]["body"]
     assert body["model"] == "fake" and body["temperature"] == 0.3 and body["max_tokens"] == 77 and body["seed"] == 5
-    assert body["messages"] == [{"role": "system", "content": "system words"}, {"role": "user", "content": "user words"}]
+    assert body["messages"] == [{"role": "system", "content": "system words"},
+                                {"role": "user", "content": "user words"}]
 
 
-def test_llm_error_is_a_farm_error():
-    from farm.errors import FarmError
+def test_an_llm_error_ends_the_command_with_its_one_line_and_exit_2(capsys, monkeypatch):
+    """Wherever under a command an LLMError comes from, farm prints it as its error line and exits 2."""
+    def fails(*args, **kwargs):
+        raise LLMError("llm (http://127.0.0.1:9/v1, model fake): the server failed (500: boom)")
 
-    assert issubclass(LLMError, FarmError) and LLMError.exit_code == 2
+    monkeypatch.setattr("farm.writing.steps.write_story", fails)
+    assert farm(capsys, "story", "Yeti") == (
+        2, "", "farm: error: llm (http://127.0.0.1:9/v1, model fake): the server failed (500: boom)\n")
 
 
 def test_bad_llm_settings_name_the_field(capsys, tmp_path):

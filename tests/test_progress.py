@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 
-from farm.driver.progress import JsonProgress, PlainProgress, TerminalProgress, reporter
+from farm.driver.progress import JsonProgress, TerminalProgress, reporter
 
 EVENTS = [
     {"event": "film", "film": "yeti", "path": "out/yeti", "scenes": 2, "frames_total": 8, "frames_done": 2,
@@ -41,8 +42,27 @@ def test_the_bar_counts_frames_scenes_and_workers():
     assert "a line above the bar" in text and "scenes 2/2" in text and "1 workers" in text and "5/8" in text
 
 
-def test_reporter_choice():
-    assert reporter("auto", quiet=True) is None
-    assert isinstance(reporter("json"), JsonProgress)
-    assert isinstance(reporter("auto"), PlainProgress)  # pytest's stderr is not a terminal
-    assert isinstance(reporter("bar"), TerminalProgress)
+def shown(capsys, mode):
+    """What --progress MODE writes for EVENTS and one message: (stdout, stderr)."""
+    report = reporter(mode)
+    for event in EVENTS:
+        report.event(event)
+    report.message("scene 2/2 rendered")
+    report.close()
+    return capsys.readouterr()
+
+
+def test_reporter_choice(capsys, monkeypatch):
+    assert reporter("auto", quiet=True) is None and reporter("json", quiet=True) is None
+    # json: every event and the message as JSON lines on stdout, nothing on stderr.
+    out, err = shown(capsys, "json")
+    assert [json.loads(line)["event"] for line in out.splitlines()] == ["film", "worker", "frames", "scene", "message"]
+    assert err == ""
+    # plain, and auto where stderr is not a terminal (as under pytest): the message alone, on stderr.
+    for mode in ("plain", "auto"):
+        assert shown(capsys, mode) == ("", "scene 2/2 rendered\n"), mode
+    # bar, and auto at a terminal: the live bar on stderr.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    for mode in ("bar", "auto"):
+        out, err = shown(capsys, mode)
+        assert out == "" and "scene 2/2 rendered" in err and "5/8" in err and "scenes 2/2" in err, (mode, err)
