@@ -22,11 +22,15 @@ import sys
 import time
 from pathlib import Path
 
+# The repository root, for farm; scripts/ (this file's folder, already on the path) holds the training.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from farm.toy.clip import WEIGHTS as CLIP_WEIGHTS, save_toy_clip  # noqa: E402
-from farm.toy.generator import TOY_BIGGAN, GeneratorRecipe, drawing_fidelity, save_toy_biggan, train_generator  # noqa: E402
-from farm.toy.train_clip import Recipe, fmt, train, zero_shot_accuracy  # noqa: E402
+from toy_training.clip import Recipe, fmt, train  # noqa: E402
+from toy_training.generator import GeneratorRecipe, train_generator  # noqa: E402
+
+from farm.toy.clip import WEIGHTS as CLIP_WEIGHTS  # noqa: E402
+from farm.toy.clip import save_toy_clip, zero_shot_accuracy  # noqa: E402
+from farm.toy.generator import TOY_BIGGAN, drawing_fidelity, save_toy_biggan  # noqa: E402
 
 
 def timed(run):
@@ -101,9 +105,11 @@ def main() -> None:
     parser.add_argument("--generator-finetune-steps", type=int,
                         help=f"the generator's second phase, default {GeneratorRecipe.finetune_steps}; 0: none")
     parser.add_argument("--generator-disagree-weight", type=float,
-                        help=f"extra weight where the shapes' masks disagree, default {GeneratorRecipe.disagree_weight}")
-    parser.add_argument("--threads", type=int, help=f"default {Recipe.threads} for the CLIP, {GeneratorRecipe.threads} and "
-                        f"{GeneratorRecipe.finetune_threads} for the generator's two phases")
+                        help="extra weight where the shapes' masks disagree, "
+                             f"default {GeneratorRecipe.disagree_weight}")
+    parser.add_argument("--threads", type=int,
+                        help=f"default {Recipe.threads} for the CLIP, {GeneratorRecipe.threads} and "
+                             f"{GeneratorRecipe.finetune_threads} for the generator's two phases")
     parser.add_argument("--fast", action="store_true", help="a short debugging run")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--out-dir", type=Path, default=CLIP_WEIGHTS.parent)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from farm.toy.clip import WEIGHTS, ToyTokenizer, load_toy_clip
-from farm.toy.train_clip import Recipe, train, zero_shot_accuracy
+from farm.toy.clip import WEIGHTS, ToyTokenizer, load_toy_clip, zero_shot_accuracy
 from farm.toy.world import COLOURS, POSITIONS, SIZES, WORDS, ToyWorld, shape_mask
+
+# The toy models' training lives beside scripts/train_toy.py, outside the farm package.
+SCRIPTS = str(Path(__file__).resolve().parent.parent / "scripts")
+if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
+
+from toy_training.clip import Recipe, train  # noqa: E402
 
 # Seeds the training never draws from (it uses the recipe's seed and 10_000 + step).
 HELD_OUT_SEED = 31_337_001
@@ -146,8 +154,9 @@ def test_training_is_deterministic_from_its_seed():
 def test_the_second_phase_starts_from_the_first_as_shipped():
     """Phase two continues from phase one's weights rounded to fp16, on pictures of wide colours
     and soft edges drawn from seed + 1."""
+    from toy_training.clip import contrastive_phase
+
     from farm.toy.common import float_state, half_state
-    from farm.toy.train_clip import contrastive_phase
 
     recipe = Recipe(steps=3, finetune_steps=2, batch=8, threads=1, config=dict(Recipe().config, text_width=32, text_layers=1))
     both = train(recipe, log=lambda _: None, evaluate_every=0)[0]
@@ -345,7 +354,9 @@ def test_a_code_means_what_its_softmaxes_say():
 def test_a_code_is_drawn_as_its_blended_templates():
     """A code whose logits agree draws the toy world's shape at the named place and mean radius;
     an even code draws the average of all thirty masks; the disagreement is 0 where every shape agrees."""
-    from farm.toy.generator import CODE, disagreement, draw_codes
+    from toy_training.generator import disagreement
+
+    from farm.toy.generator import CODE, draw_codes
 
     size = 64
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -368,7 +379,7 @@ def test_a_code_is_drawn_as_its_blended_templates():
 
 
 def test_generator_training_is_deterministic_from_its_seed():
-    from farm.toy.generator import GeneratorRecipe, train_generator
+    from toy_training.generator import GeneratorRecipe, train_generator
 
     def run(seed):
         return train_generator(GeneratorRecipe(seed=seed, steps=2, finetune_steps=2, batch=2,
@@ -380,7 +391,7 @@ def test_generator_training_is_deterministic_from_its_seed():
 
 
 def test_the_generators_second_phase_starts_from_the_first_as_shipped():
-    from farm.toy.generator import GeneratorRecipe, finetune_generator, train_generator
+    from toy_training.generator import GeneratorRecipe, finetune_generator, train_generator
 
     recipe = GeneratorRecipe(steps=2, finetune_steps=2, batch=2, threads=1, finetune_threads=1)
     both = train_generator(recipe, log=lambda _: None)[0].state_dict()

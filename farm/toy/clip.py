@@ -6,17 +6,23 @@ vocabulary (every other id becomes ``<unk>``). A full 49408-row token embedding
 would be most of the model; the compact one is a few dozen rows. The open_clip
 text tower pools at the highest token id (argmax), so ``<end_of_text>`` keeps the
 highest compact id, and padding stays 0.
+
+It is trained by scripts/train_toy.py (scripts/toy_training/clip.py); :func:`zero_shot_accuracy`
+measures it on freshly drawn pictures.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from farm.errors import ModelError
 from farm.toy.common import float_state, half_state
+from farm.toy.world import COLOURS, POSITIONS, SHAPES, Picture, ToyWorld
 
 WEIGHTS = Path(__file__).with_name("weights") / "toy_clip.pt"
 # Architecture of the shipped toy CLIP (also stored in the weights file): open_clip's ModifiedResNet
@@ -25,6 +31,8 @@ WEIGHTS = Path(__file__).with_name("weights") / "toy_clip.pt"
 TOY_CLIP = dict(embed_dim=64, image_size=64, vision_layers=[1, 1, 1, 1], vision_width=8,
                 text_width=64, text_heads=2, text_layers=2, context_length=16)
 SOT, EOT = 49406, 49407  # open_clip's start/end-of-text ids
+MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)  # open_clip.OPENAI_DATASET_MEAN
+STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
 
 
 class ToyTokenizer:
@@ -91,3 +99,47 @@ def load_toy_clip(path: Path | str = WEIGHTS) -> tuple[nn.Module, ToyTokenizer, 
     model = build_toy_clip(config, tokenizer.vocab_size)
     model.load_state_dict(float_state(saved["state"]))
     return model.eval(), tokenizer, config["image_size"]
+
+
+def to_clip_input(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) normalised as open_clip expects."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    return (x - MEAN) / STD
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model: nn.Module, tokenizer: ToyTokenizer, seed: int, n: int = 1000,
+                       full_captions: bool = True) -> dict[str, float]:
+    """Zero-shot accuracy per attribute on freshly drawn pictures.
+
+    For every picture and attribute (colour, shape, position), CLIP picks among the
+    captions that differ from the true one in that attribute only; with
+    ``full_captions=False`` the captions are the short "a red circle" form (no
+    position, size, background), so only colour and shape are scored.
+    """
+    model.eval()
+    side = model.visual.image_size
+    world = ToyWorld(seed=seed, size=side[0] if isinstance(side, (tuple, list)) else int(side), partial_captions=False)
+    batch = world.batch(n)
+    image_features = F.normalize(model.encode_image(to_clip_input(batch.images)), dim=-1)
+    cache: dict[str, torch.Tensor] = {}
+
+    def embed(captions: list[str]) -> torch.Tensor:
+        missing = [c for c in dict.fromkeys(captions) if c not in cache]
+        if missing:
+            for c, e in zip(missing, F.normalize(model.encode_text(tokenizer(missing)), dim=-1)):
+                cache[c] = e
+        return torch.stack([cache[c] for c in captions])
+
+    options = {"colour": list(COLOURS), "shape": list(SHAPES), "position": list(POSITIONS)}
+    if not full_captions:
+        del options["position"]
+    right = {a: 0 for a in options}
+    for i, p in enumerate(batch.pictures):
+        for attribute, values in options.items():
+            candidates = [Picture(**{**p.__dict__, attribute: v}) for v in values]
+            texts = [c.caption() if full_captions else c.caption(size=False, position=False, background=False)
+                     for c in candidates]
+            scores = embed(texts) @ image_features[i]
+            right[attribute] += int(values[int(scores.argmax())] == getattr(p, attribute))
+    return {a: right[a] / n for a in options}

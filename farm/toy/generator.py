@@ -4,12 +4,12 @@ draw toy pictures, not random textures.
 It draws, from the first ``len(CODE)`` values of Big Sleep's first latent row (the code), the
 picture the code stands for (:func:`meaning`, :func:`draw_codes`): mixes of the named colours
 for the shape and the background, and the three shapes at the five named places and two named
-sizes, blended. It is
-trained by regression from random latents to those exact drawings, through farm's own Big
-Sleep forward pass (:func:`farm.render.biggan.generate`), so every latent Big Sleep starts
-from is a picture. Every other latent value and the class mix have no effect: the class
-embedding, the blocks' conditional batch-norm gains and biases and ``gen_z``'s weights on the
-other inputs are zero and frozen. BigGAN's batch norms use their stored statistics (zero mean,
+sizes, blended. It is trained (scripts/train_toy.py, with scripts/toy_training/generator.py)
+by regression from random latents to those exact drawings, through farm's own Big Sleep forward
+pass (:func:`farm.render.biggan.generate`), so every latent Big Sleep starts from is a picture.
+Every other latent value and the class mix have no effect: the class embedding, the blocks'
+conditional batch-norm gains and biases and ``gen_z``'s weights on the other inputs are zero and
+frozen. BigGAN's batch norms use their stored statistics (zero mean,
 unit variance here) in training and rendering alike. The spectral norm is folded into plain
 weights before training; the weights ship in fp16 with their config.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from torch import nn
 
 from farm.errors import ModelError
 from farm.render.biggan import biggan_config, fold_spectral_norm, generate, latent_rows, new_biggan, state_dict_mismatch
-from farm.toy.common import float_state, half_state, set_warmup_cosine_lr
+from farm.toy.common import float_state, half_state
 from farm.toy.world import COLOURS, POSITIONS, SHAPES, SIZES, pixel_centres, shape_mask
 
 WEIGHTS = Path(__file__).with_name("weights") / "toy_biggan.pt"
@@ -137,123 +136,6 @@ def draw_codes(codes: np.ndarray, size: int, masks: bool = False):
     return (pictures, blended) if masks else pictures
 
 
-SURROUND = 1.6
-
-
-@functools.lru_cache(maxsize=4)
-def surroundings(size: int) -> np.ndarray:
-    """(places, sizes, size, size) float32: around every named place and size, a square holding every
-    shape with a margin (half-side 1.6 x 0.886 = 1.42 radii; the triangle reaches 1.15 sideways, 1.1 up)."""
-    xs, ys = pixel_centres(size)
-    return np.array([[shape_mask("square", xs, ys, POSITIONS[place][1], POSITIONS[place][2], SURROUND * radius)
-                      for radius in RADII] for place in PLACES], np.float32)
-
-
-def surrounding(codes: np.ndarray, size: int) -> np.ndarray:
-    """(B, size, size): the code's surroundings, weighted as the code weighs its places and sizes."""
-    w = weights(codes)
-    return np.einsum("bp,bk,pkhw->bhw", w["places"], w["sizes"], surroundings(size)).astype(np.float32)
-
-
-def disagreement(codes: np.ndarray, size: int) -> np.ndarray:
-    """(B, size, size): where the three shapes' masks disagree (1 inside some but not all of them),
-    at the code's places and sizes, weighted as the code weighs them: the pixels that tell shapes apart."""
-    w, masks = weights(codes), templates(size)
-    apart = masks.max(0) - masks.min(0)  # (places, sizes, size, size)
-    return np.einsum("bp,bk,pkhw->bhw", w["places"], w["sizes"], apart).astype(np.float32)
-
-
-@dataclass
-class GeneratorRecipe:
-    seed: int = 0
-    steps: int = 10000
-    batch: int = 16
-    learning_rate: float = 1e-3
-    warmup: int = 50
-    shape_weight: float = 5.0  # the squared error on the shape's pixels counts this many times
-    # ... where "the shape's pixels" are its own mask ("shape": then an uncertain edge pixel costs
-    # more drawn as background than as shape, and the shapes come out fuller) or its surroundings,
-    # shape and background alike ("surround").
-    weighting: str = "shape"
-    disagree_weight: float = 4.0  # ... and 1 + this many times more where the shapes' masks disagree
-    # Phase 2: from phase 1's weights rounded to fp16 (as they ship), more steps on latents drawn
-    # from seed + 1, weighing the shapes' surroundings rather than their masks. 0 steps: no phase 2.
-    finetune_steps: int = 3000
-    finetune_learning_rate: float = 5e-4
-    finetune_disagree_weight: float = 4.0
-    finetune_weighting: str = "surround"
-    threads: int = 1
-    finetune_threads: int = 2  # the results are bit-for-bit the same only at the same thread counts
-
-
-def train_generator(recipe: GeneratorRecipe, config: dict = TOY_BIGGAN, log=print,
-                    checkpoint=None) -> tuple[nn.Module, dict]:
-    """Teach the generator to draw, from any standard normal latents, the picture its code stands for
-    (every latent value outside the code is drawn at random, so the generator learns to ignore it)."""
-    torch.set_num_threads(recipe.threads)
-    torch.manual_seed(recipe.seed)
-    model = build_toy_biggan(config).train()
-    start = time.monotonic()
-    history = fit(model, recipe.seed, recipe.steps, recipe.learning_rate, recipe.disagree_weight, recipe.weighting,
-                  recipe, log, checkpoint)
-    info = {"seconds": time.monotonic() - start, "history": history}
-    if recipe.finetune_steps:
-        model, phase2 = finetune_generator(model, recipe, config, log, checkpoint)
-        info.update(phase1_seconds=info["seconds"], seconds=info["seconds"] + phase2["seconds"], finetune_history=phase2["history"])
-    model.eval()
-    return model, info
-
-
-def finetune_generator(model: nn.Module, recipe: GeneratorRecipe, config: dict = TOY_BIGGAN, log=print,
-                       checkpoint=None) -> tuple[nn.Module, dict]:
-    """Phase 2, from ``model``'s weights rounded to fp16: ``recipe.finetune_steps`` more steps."""
-    torch.set_num_threads(recipe.finetune_threads)
-    torch.manual_seed(recipe.seed + 1)
-    tuned = build_toy_biggan(config)
-    tuned.load_state_dict(float_state(half_state(model)))
-    tuned.train()
-    start = time.monotonic()
-    history = fit(tuned, recipe.seed + 1, recipe.finetune_steps, recipe.finetune_learning_rate,
-                  recipe.finetune_disagree_weight, recipe.finetune_weighting, recipe, log, checkpoint)
-    tuned.eval()
-    return tuned, {"seconds": time.monotonic() - start, "history": history}
-
-
-def fit(model: nn.Module, seed: int, steps: int, learning_rate: float, disagree_weight: float, weighting: str,
-        recipe: GeneratorRecipe, log, checkpoint) -> list[dict]:
-    """Adam on the weighted squared error against the exact drawings of random latents' codes."""
-    generator = torch.Generator().manual_seed(seed)
-    rows, size = latent_rows(model), model.config.output_dim
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=learning_rate)
-    start = time.monotonic()
-    history = []
-    for step in range(steps):
-        lr = set_warmup_cosine_lr(optimizer, learning_rate, step, recipe.warmup, steps)
-        z = torch.randn(recipe.batch, rows, model.config.z_dim, generator=generator)
-        codes = z[:, 0, :len(CODE)].numpy()
-        target, masks = draw_codes(codes, size, masks=True)
-        target = torch.from_numpy(target).permute(0, 3, 1, 2)
-        # The shape covers a few per cent of the picture: its pixels weigh more, or the
-        # background's error would drown the shape's outline; and the pixels where the shapes
-        # differ weigh more again, or their outlines would be drawn as one blob.
-        region = masks if weighting == "shape" else surrounding(codes, size)
-        weighing = 1 + (recipe.shape_weight - 1) * torch.from_numpy(region)[:, None]
-        if disagree_weight:
-            weighing = weighing * (1 + disagree_weight * torch.from_numpy(disagreement(codes, size))[:, None])
-        loss = (weighing * (decode(model, z) - target) ** 2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if (step + 1) % 50 == 0 or step == 0:
-            history.append({"step": step + 1, "weighted_rmse": loss.sqrt().item()})
-            log(f"step {step + 1}/{steps} weighted rmse {loss.sqrt().item():.3f} lr {lr:.2e} "
-                f"{time.monotonic() - start:.0f}s")
-            if checkpoint is not None and (step + 1) % 500 == 0:
-                checkpoint(model)
-    return history
-
-
 def save_toy_biggan(path: Path, model: nn.Module, config: dict, info: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"config": dict(config), "state": half_state(model), "info": info}, path)
@@ -322,7 +204,8 @@ def clear_shape_fidelity(model: nn.Module, seed: int, n: int = 1200, clear: floa
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(n, latent_rows(model), model.config.z_dim, generator=generator)
     w = weights(z[:, 0, :len(CODE)].numpy())
-    chosen = z[torch.from_numpy((w["shapes"].max(1) >= clear) & (w["places"].max(1) >= clear) & (w["sizes"].max(1) >= clear))]
+    clearly = (w["shapes"].max(1) >= clear) & (w["places"].max(1) >= clear) & (w["sizes"].max(1) >= clear)
+    chosen = z[torch.from_numpy(clearly)]
     right = 0
     for codes, drawn in drawn_in_batches(model, chosen):
         for image, code in zip(drawn, codes):

@@ -1,4 +1,4 @@
-"""Contrastive training of the toy CLIP on the toy world, and its zero-shot evaluation.
+"""Contrastive training of the toy CLIP (farm/toy/clip.py) on the toy world.
 
 Deterministic from its seed on a given machine and thread count: the pictures come
 from a seeded :class:`ToyWorld`, the weights from ``torch.manual_seed``.
@@ -10,17 +10,15 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from farm.toy.clip import TOY_CLIP, ToyTokenizer, build_toy_clip
-from farm.toy.common import float_state, half_state, set_warmup_cosine_lr
-from farm.toy.world import COLOURS, POSITIONS, SHAPES, WORDS, Picture, ToyWorld
+from farm.toy.clip import TOY_CLIP, ToyTokenizer, build_toy_clip, to_clip_input, zero_shot_accuracy
+from farm.toy.common import float_state, half_state
+from farm.toy.world import SHAPES, WORDS, ToyWorld
 
-MEAN = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)  # open_clip.OPENAI_DATASET_MEAN
-STD = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
+from .schedule import set_warmup_cosine_lr
 
 
 @dataclass
@@ -52,12 +50,6 @@ class Recipe:
     crop_min: float = 0.8  # random crops of this fraction of the side or more, like the renderer's cutouts
     threads: int = 1
     config: dict = field(default_factory=lambda: dict(TOY_CLIP))
-
-
-def to_clip_input(images: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) normalised as open_clip expects."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    return (x - MEAN) / STD
 
 
 def random_crops(x: torch.Tensor, crop_min: float, generator: torch.Generator) -> torch.Tensor:
@@ -102,7 +94,8 @@ def hard_negatives(batch, kind: str, generator: torch.Generator) -> list[str] | 
     return None
 
 
-def train(recipe: Recipe, log=print, evaluate_every: int = 500, checkpoint=None) -> tuple[nn.Module, ToyTokenizer, dict]:
+def train(recipe: Recipe, log=print, evaluate_every: int = 500,
+          checkpoint=None) -> tuple[nn.Module, ToyTokenizer, dict]:
     """Train from scratch; ``checkpoint(model, tokenizer)`` is called after every evaluation.
 
     ``steps`` on the recipe's pictures, then, with ``finetune_steps``, a second run of the same
@@ -135,7 +128,8 @@ def train(recipe: Recipe, log=print, evaluate_every: int = 500, checkpoint=None)
 
 
 def contrastive_phase(model: nn.Module, tokenizer: ToyTokenizer, world: ToyWorld, recipe: Recipe, steps: int,
-                      learning_rate: float, seed: int, log, evaluate_every: int, checkpoint, start: float) -> list[dict]:
+                      learning_rate: float, seed: int, log, evaluate_every: int, checkpoint,
+                      start: float) -> list[dict]:
     """``steps`` steps of AdamW (warm-up, then cosine decay from ``learning_rate``) on the world's pictures."""
     generator = torch.Generator().manual_seed(seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -165,44 +159,6 @@ def contrastive_phase(model: nn.Module, tokenizer: ToyTokenizer, world: ToyWorld
             if checkpoint is not None:
                 checkpoint(model, tokenizer)
     return history
-
-
-@torch.no_grad()
-def zero_shot_accuracy(model: nn.Module, tokenizer: ToyTokenizer, seed: int, n: int = 1000,
-                       full_captions: bool = True) -> dict[str, float]:
-    """Zero-shot accuracy per attribute on freshly drawn pictures.
-
-    For every picture and attribute (colour, shape, position), CLIP picks among the
-    captions that differ from the true one in that attribute only; with
-    ``full_captions=False`` the captions are the short "a red circle" form (no
-    position, size, background), so only colour and shape are scored.
-    """
-    model.eval()
-    side = model.visual.image_size
-    world = ToyWorld(seed=seed, size=side[0] if isinstance(side, (tuple, list)) else int(side), partial_captions=False)
-    batch = world.batch(n)
-    image_features = F.normalize(model.encode_image(to_clip_input(batch.images)), dim=-1)
-    cache: dict[str, torch.Tensor] = {}
-
-    def embed(captions: list[str]) -> torch.Tensor:
-        missing = [c for c in dict.fromkeys(captions) if c not in cache]
-        if missing:
-            for c, e in zip(missing, F.normalize(model.encode_text(tokenizer(missing)), dim=-1)):
-                cache[c] = e
-        return torch.stack([cache[c] for c in captions])
-
-    options = {"colour": list(COLOURS), "shape": list(SHAPES), "position": list(POSITIONS)}
-    if not full_captions:
-        del options["position"]
-    right = {a: 0 for a in options}
-    for i, p in enumerate(batch.pictures):
-        for attribute, values in options.items():
-            candidates = [Picture(**{**p.__dict__, attribute: v}) for v in values]
-            texts = [c.caption() if full_captions else c.caption(size=False, position=False, background=False)
-                     for c in candidates]
-            scores = embed(texts) @ image_features[i]
-            right[attribute] += int(values[int(scores.argmax())] == getattr(p, attribute))
-    return {a: right[a] / n for a in options}
 
 
 def fmt(accuracy: dict[str, float]) -> str:
