@@ -101,7 +101,8 @@ class ToyWorld:
             if fixed:
                 out.append(Picture(colour, SHAPES[(first_shape + i % group) % len(SHAPES)], position, size, background))
             else:
-                out.append(Picture(colour, SHAPES[rng.integers(len(SHAPES))], list(POSITIONS)[rng.integers(len(POSITIONS))],
+                out.append(Picture(colour, SHAPES[rng.integers(len(SHAPES))],
+                                   list(POSITIONS)[rng.integers(len(POSITIONS))],
                                    list(SIZES)[rng.integers(len(SIZES))], background))
         return out
 
@@ -120,7 +121,8 @@ class ToyWorld:
                 mask = gaussian_filter(mask, sigma=rng.uniform(0.5, 2.0) * s / 64)
             fg, bg = self.colour(p.colour), self.colour(p.background)
             images[i] = mask[..., None] * fg + (1 - mask[..., None]) * bg
-        images += rng.normal(0, 1, images.shape).astype(np.float32) * rng.uniform(0, self.noise, (n, 1, 1, 1)).astype(np.float32)
+        images += (rng.normal(0, 1, images.shape).astype(np.float32)
+                   * rng.uniform(0, self.noise, (n, 1, 1, 1)).astype(np.float32))
         return images.clip(0, 255).round().astype(np.uint8)
 
     def colour(self, name: str) -> np.ndarray:
