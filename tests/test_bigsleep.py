@@ -38,8 +38,7 @@ def test_tiny_models_are_the_real_classes(models):
 
 def test_a_64_pixel_biggan_deep_has_eight_blocks_and_draws_64_pixels():
     """Four up-samplings from 4x4; channel multipliers 16, 8, 4, 2, 1, each a (keep, up-sample) pair."""
-    from farm.render.generator import generate
-    from farm.render.models import biggan_layers, build_tiny_biggan, latent_rows
+    from farm.render.biggan import biggan_layers, build_tiny_biggan, generate, latent_rows
 
     assert biggan_layers(64) == [(False, 16, 16), (True, 16, 8), (False, 8, 8), (True, 8, 4),
                                  (False, 4, 4), (True, 4, 2), (False, 2, 2), (True, 2, 1)]
@@ -314,7 +313,7 @@ def test_morph_bridge_ends_on_the_neighbouring_frames(spec, models):
 
 
 def test_self_attention_is_the_librarys(models):
-    from farm.render.generator import self_attention
+    from farm.render.biggan import self_attention
 
     layer = next(block for block in models.biggan.generator.layers if block.__class__.__name__ != "GenBlock")
     saved = layer.gamma.detach().clone()
