@@ -220,9 +220,6 @@ def test_farm_is_read_whole(farm_graph):
     assert "torch" in external["farm.render.bigsleep"]
 
 
-@pytest.mark.xfail(strict=True, reason="today farm.render.models imports farm.toy.generator (inside a function, "
-                                       "to load the toy BigGAN), which imports farm.render.generator and "
-                                       "farm.render.models; the restructure of farm/render and farm/toy removes it")
 def test_farm_has_no_import_cycle(farm_graph):
     internal, _ = farm_graph
     assert not cycle_groups(internal), "modules of farm that import each other:\n" + describe_cycles(internal)
