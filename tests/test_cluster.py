@@ -1,85 +1,251 @@
-"""Rendering on a logical multi-node Ray cluster: GPU workers spread over nodes, a node lost mid-film."""
+"""The driver on a logical multi-node Ray cluster that changes under it.
+
+GPU workers spread over the nodes, nodes join and leave mid-film, a node whose
+workers keep dying is avoided, a scene lost mid-way resumes from its last state
+on another node without spending a retry, a driver killed with SIGKILL is
+continued with ``farm render --resume``, and ``farm render --address`` joins the
+running cluster. Every film is compared byte for byte with what the bare
+renderer (no Ray) makes of the same spec.
+"""
 
 from __future__ import annotations
 
 import json
-import re
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from farm.film import render_film
 from farm.spec import spec_from_dict
 
 from conftest import decode_video, logical_cluster, tiny_film
 
+GPU_NODE = {"num_cpus": 2, "num_gpus": 1}
+
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head node for the driver and two worker nodes with one logical GPU each."""
-    nodes = [dict(num_cpus=1, num_gpus=1, resources={f"worker{i}": 1}) for i in range(2)]
-    with logical_cluster("farmcl", nodes) as (cluster, workers):
-        yield cluster, workers
+    """A head node for the driver (no CPU, no GPU) and three worker nodes with one logical GPU each."""
+    with logical_cluster("farmel", [GPU_NODE] * 3) as (cluster, _):
+        yield cluster
 
 
-def test_one_gpu_worker_per_node(cluster, tmp_path):
-    _, nodes = cluster
-    spec = spec_from_dict(tiny_film("Spread", scenes=2, duration=1, fps=3), overrides=["render.reseed=independent"])
+def frames_of(film_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(film_dir)): p.read_bytes() for p in sorted(film_dir.glob("scenes/*/frame_*.png"))}
+
+
+def ranges_nodes(manifest: dict) -> list[str]:
+    return [r["node"] for s in manifest["scenes"] for r in s["ranges"]]
+
+
+def covered_once(manifest: dict) -> bool:
+    """Every frame of every scene lies in exactly one written range (no frame written twice)."""
+    for scene in manifest["scenes"]:
+        seen = [f for r in scene["ranges"] for f in range(r["first"], r["last"] + 1)]
+        if sorted(seen) != list(range(scene["frames_expected"])):
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """What the bare renderer makes of a film, in this process: what every run on the cluster must equal."""
+    import torch
+
+    from farm.driver.jobs import job_arguments, plan_jobs
+    from farm.render.bigsleep import render_scene
+    from farm.render.models import load_models
+    from farm.writing.plan import plan_film
+
+    def render(data):
+        spec = plan_film(spec_from_dict(data))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as a worker of one CPU: the same arithmetic, bit for bit
+        try:
+            models = load_models(spec.models, spec.video.size, torch.device("cpu"))
+            frames = {}
+            for job in plan_jobs(spec):
+                assert job.start_from is None, "the reference renders independent scenes"
+                settings, prompts, seed, count = job_arguments(spec, job, spec.frames_per_scene())
+                for frame in render_scene(models, settings, prompts, seed, count):
+                    frames[f"scenes/{job.scene:03d}/frame_{frame.index:05d}.png"] = frame.png()
+            return frames
+        finally:
+            torch.set_num_threads(threads)
+    return render
+
+
+def film(title, scenes, frames, reseed="independent", **dispatch):
+    data = tiny_film(title, scenes=scenes, duration=1.0, fps=frames)
+    data["render"].update(reseed=reseed, device="auto")  # GPU actors (logical GPUs; the models run on CPU)
+    data["dispatch"] = {"state_every": 1, **dispatch}
+    return data
+
+
+def test_workers_spread_over_nodes_two_per_gpu_and_the_frames_are_the_bare_renderers(cluster, reference, tmp_path):
+    import time
+
+    data = film("Spread Half", scenes=4, frames=6, in_flight=1)
+    data["render"].update(gpus_per_worker=0.5, workers=4)
     events = []
-    result = render_film(spec, out=tmp_path, events=events.append)
-    assert len(decode_video(result.video)) == 6
-    # Where the workers were placed (a worker may finish loading after the film is done, so the
-    # ready ones alone depend on timing): one on each GPU node.
+
+    def on_event(event):
+        events.append(event)
+        ready = sum(1 for e in events if e["event"] == "worker" and e["state"] == "ready")
+        if event["event"] == "frames" and ready < 4:
+            # Workers take seconds to start on a busy 2-core machine: hold the film back (in_flight=1
+            # stalls the ready workers after a frame) until all four are ready, so every node renders.
+            time.sleep(1.0)
+
+    result = render_film(spec_from_dict(data), out=tmp_path, events=on_event)
+    nodes = {n.node_id for n in cluster.worker_nodes}
     started = [e["node"] for e in events if e["event"] == "worker" and e["state"] == "starting"]
-    assert sorted(started) == sorted(n.node_id for n in nodes)
-    assert {w["node"] for w in result.workers} <= set(started) and result.workers
+    per_node = {node: started.count(node) for node in started}
+    # Four workers on three one-GPU nodes: every node holds one, one GPU holds two.
+    assert set(per_node) == nodes and sorted(per_node.values()) == [1, 1, 2]
+    assert len(result.workers) == 4
+    for worker in result.workers:
+        assert worker["resources"].get("GPU") == 0.5, result.workers
     # The logical GPUs are for scheduling; the tiny models run on the CPU of a GPU-less machine.
     assert {w["device"] for w in result.workers} == {"cpu"}
-
-
-def test_a_lost_node_sends_its_scene_elsewhere_without_spending_a_retry(cluster, tmp_path):
-    ray_cluster, nodes = cluster
-    spec = spec_from_dict(tiny_film("Lost Node", scenes=3, duration=1, fps=4),
-                          overrides=["render.reseed=independent", "render.workers=1", "render.retries=0"])
-    messages, removed = [], []
-
-    def progress(message):
-        messages.append(message)
-        ready = re.search(r"node ([0-9a-f]{12})", message)
-        if ready and not removed:
-            removed.append(ready.group(1))
-        if message.startswith("scene 1/3 rendered"):
-            # The only worker is about to get scene 2: take its node away.
-            node = next(n for n in nodes if n.node_id.startswith(removed[0]))
-            ray_cluster.remove_node(node, allow_graceful=False)
-
-    result = render_film(spec, out=tmp_path, progress=progress)
-    assert len(decode_video(result.video)) == 12
-    assert any(m.startswith("worker lost") for m in messages), messages
     manifest = json.loads((result.path / "manifest.json").read_text())
-    # result.workers lists every worker of the run, the lost one's included.
-    survivors = {w["node"][:12] for w in result.workers} - {removed[0]}
-    assert survivors and removed[0] in {w["node"][:12] for w in result.workers}
-    # retries=0: had the lost node spent a retry, the film would have failed.
-    assert [s["attempts"] for s in manifest["scenes"]] == [1, 1, 1]
-    assert all(s["state"] == "done" and not s["failures"] for s in manifest["scenes"])
-    # Scene 1 was rendered on the node that was later lost; scenes 2 and 3 on the survivor.
-    assert manifest["scenes"][0]["worker"].endswith(removed[0])
-    assert {s["worker"].split()[-1] for s in manifest["scenes"][1:]} == survivors
+    assert covered_once(manifest) and set(ranges_nodes(manifest)) == nodes  # every node renders
+    assert frames_of(result.path) == reference(data)
+    assert len(decode_video(result.video)) == 24
+    # A joined cluster may autoscale: farm asked for the workers it could use, then gave the request back.
+    asked = [e["bundles"] for e in events if e["event"] == "autoscaler"]
+    assert asked[0] == 4 and asked[-1] == 0
 
 
-def test_the_command_joins_a_running_cluster_with_address(cluster, tmp_path):
-    import yaml
+def test_a_node_that_joins_mid_film_gets_work(cluster, tmp_path):
+    import time
+
+    data = film("Joiner", scenes=6, frames=6, in_flight=1)
+    joined, ready = [], []
+
+    def on_event(event):
+        if event["event"] == "frames" and not joined:
+            joined.append(cluster.add_node(**GPU_NODE))
+        elif event["event"] == "worker" and event["state"] == "ready" and joined and event["node"] == joined[0].node_id:
+            ready.append(event)
+        elif event["event"] == "frames" and not ready:
+            # A new worker takes many seconds to start on a busy 2-core machine: slow the film down
+            # meanwhile (the other workers stall after one frame, in_flight=1) so scenes still wait.
+            time.sleep(1.0)
+
+    result = render_film(spec_from_dict(data), out=tmp_path, events=on_event)
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert joined and joined[0].node_id in {w["node"] for w in result.workers}
+    assert joined[0].node_id in ranges_nodes(manifest)
+    cluster.remove_node(joined[0])
+
+
+def test_a_node_whose_workers_die_is_avoided(cluster, tmp_path):
+    data = film("Bad Node", scenes=2, frames=2, bad_node_failures=1)
+    killed = []
+
+    def on_event(event):
+        if event["event"] == "worker" and event["state"] == "ready" and not killed:
+            os.kill(event["pid"], signal.SIGKILL)  # its node lives on: the node is to blame
+            killed.append(event["node"])
+
+    result = render_film(spec_from_dict(data), out=tmp_path, events=on_event)
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert [b["node"] for b in manifest["bad_nodes"]] == killed
+    assert "died" in manifest["bad_nodes"][0]["reason"]
+    assert killed[0] not in ranges_nodes(manifest)
+    assert [w["node"] for w in result.workers].count(killed[0]) == 1  # no worker started there again
+    assert all(s["state"] == "done" for s in manifest["scenes"])
+
+
+@pytest.mark.parametrize("graceful", [False, True])
+def test_a_node_lost_mid_scene_resumes_there_without_rendering_a_frame_twice(cluster, reference, tmp_path, graceful):
+    data = film(f"Lost Mid {graceful}", scenes=1, frames=8)
+    data["render"].update(workers=1, retries=0)  # had the lost node spent a retry, the film would fail
+    lost = []
+
+    def on_event(event):
+        if event["event"] == "frames" and event["frames_done"] >= 3 and not lost:
+            node = next(n for n in cluster.worker_nodes if n.node_id == event_node[0])
+            lost.append(node.node_id)
+            cluster.remove_node(node, allow_graceful=graceful)
+        elif event["event"] == "scene" and event["state"] == "started":
+            event_node[:] = [event["node"]]
+
+    event_node = [None]
+    events = []
+    result = render_film(spec_from_dict(data), out=tmp_path, events=lambda e: (events.append(e), on_event(e)))
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    resumed = [e for e in events if e["event"] == "scene" and e["state"] == "resumed"]
+    assert lost and resumed and resumed[0]["frame"] >= 3 and resumed[0]["node"] != lost[0]
+    assert covered_once(manifest)
+    assert manifest["scenes"][0]["ranges"][0]["node"] == lost[0]
+    assert manifest["scenes"][0]["attempts"] == 1 and not manifest["scenes"][0]["failures"]
+    assert frames_of(result.path) == reference(data)
+    cluster.add_node(**GPU_NODE)  # the next test has three nodes again
+
+
+def test_a_killed_driver_is_continued_with_resume(cluster, reference, tmp_path):
+    spec_file = tmp_path / "film.yaml"
+    data = film("Killed Driver", scenes=2, frames=8)
+    spec_file.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    farm = Path(sys.executable).with_name("farm")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    driver = subprocess.Popen([str(farm), "render", str(spec_file), "--out", str(out), "--address", cluster.address,
+                               "--progress", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in driver.stdout:
+            event = json.loads(line)
+            if event["event"] == "frames" and event["frames_done"] >= 3:
+                driver.send_signal(signal.SIGKILL)
+                break
+    finally:
+        driver.kill()
+        driver.wait()
+    film_dir = out / "killed-driver"
+    before = {p: p.stat().st_mtime_ns for p in film_dir.glob("scenes/*/frame_*.png")}
+    states = list(film_dir.glob("scenes/*/state.npz"))
+    assert 3 <= len(before) < 16 and states
 
     from conftest import run_farm
 
-    ray_cluster, nodes = cluster
-    spec = tmp_path / "film.yaml"
-    spec.write_text(yaml.safe_dump(tiny_film("Joined", scenes=2, duration=1, fps=2)))
-    result = run_farm("render", str(spec), "--out", str(tmp_path / "out"), "--address", ray_cluster.address,
-                      "--set", "render.reseed=independent")
-    assert result.returncode == 0, result.stderr
-    # Only the nodes still alive in this module's cluster have GPUs to place the workers on.
-    alive = {n.node_id[:12] for n in ray_cluster.worker_nodes}
-    used = set(re.findall(r"node ([0-9a-f]{12})", result.stderr))
-    assert used and used <= alive
-    assert len(decode_video(tmp_path / "out" / "joined" / "film.mp4")) == 4
+    again = run_farm("render", str(spec_file), "--out", str(out), "--address", cluster.address, "--resume",
+                     "--progress", "json")
+    assert again.returncode == 0, again.stderr
+    lines = [json.loads(line) for line in again.stdout.splitlines()]
+    said = " ".join(e.get("text", "") for e in lines if e["event"] == "message")
+    assert "resuming:" in said and "part-done: scene" in said
+    assert lines[-1]["event"] == "done" and lines[-1]["video"] == str(film_dir / "film.mp4")
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing on disk rendered again
+    manifest = json.loads((film_dir / "manifest.json").read_text())
+    assert covered_once(manifest)
+    assert frames_of(film_dir) == reference(data)
+    assert not list(film_dir.glob("scenes/*/state.npz"))
+
+
+def test_a_changed_scene_is_rendered_again_with_rerender_changed_and_quiet_prints_the_path(cluster, tmp_path):
+    from conftest import run_farm
+
+    data = film("Changed Scene", scenes=2, frames=2)
+    spec_file = tmp_path / "film.yaml"
+    spec_file.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    first = render_film(spec_from_dict(data), out=out)
+    kept = {p: p.stat().st_mtime_ns for p in first.path.glob("scenes/000/frame_*.png")}
+    old_second = frames_of(first.path)
+    args = ["render", str(spec_file), "--out", str(out), "--address", cluster.address,
+            "--set", "scenes.1.prompt=a red kite over the snow"]
+    again = run_farm(*args, "--rerender-changed", "--quiet")  # joins the running cluster
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == f"{first.video}\n" and again.stderr == ""
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # scene 1 untouched
+    now = frames_of(first.path)
+    assert all(now[k] != old_second[k] for k in now if k.startswith("scenes/001"))
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    assert manifest["changed"] == ["scenes[1].prompt"]
