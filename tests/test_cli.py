@@ -160,10 +160,12 @@ def test_an_address_with_no_cluster_is_one_line(tmp_path):
 
 def test_the_example_film_renders_as_the_readme_says(tmp_path):
     """The Yeti Tardigrade example with the tiny preset: crossfades, narration where espeak-ng is
-    installed (scripts/setup installs it), soft subtitles, SRT, VTT, contact sheet and poster."""
+    installed (scripts/setup installs it), soft subtitles, SRT, VTT, contact sheet and poster.
+    At 3 frames a second instead of its 12 (a quarter of the frames, the same stages)."""
     from conftest import EXAMPLE
 
-    result = run_farm("render", str(EXAMPLE), "--preset", "tiny", "--out", str(tmp_path), timeout=600)
+    result = run_farm("render", str(EXAMPLE), "--preset", "tiny", "--out", str(tmp_path), "--set", "video.fps=3",
+                      timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     film = tmp_path / "yeti-tardigrade"
     assert result.stdout.strip() == str(film / "film.mp4")
@@ -173,4 +175,4 @@ def test_the_example_film_renders_as_the_readme_says(tmp_path):
 
     with av.open(str(film / "film.mp4")) as container:
         assert len(container.streams.audio) == 1 and len(container.streams.subtitles) == 1
-        assert container.streams.video[0].base_rate == 12
+        assert container.streams.video[0].base_rate == 3

@@ -1,332 +1,112 @@
-"""Cutting a film through the real ffmpeg binary, read back with PyAV: timeline, transitions,
-subtitles (soft, burned, SRT, WebVTT), narration you can hear, contact sheet, verification."""
+"""A film rendered end to end with the default video settings, then `farm stitch` with others."""
 
 from __future__ import annotations
 
-import io
-import json
-import re
-import threading
-import wave
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+import hashlib
 
 import av
-import numpy as np
 import pytest
-from PIL import Image
+import yaml
 
-from farm.cutting.film import FilmCutter, plan_cut
-from farm.folder.layout import scene_dir
-from farm.cutting.subtitles import make_vtt, srt_time, unescape_soft, Cue
-from farm.cutting.timeline import make_timeline
-from farm.cutting.tools import find_ffmpeg
-from farm.cutting.verify import verify_film
-from farm.errors import NarrationError, SpecError, StitchError
+from farm.film import render_film
 from farm.spec import spec_from_dict
 
-from conftest import decode_video, tiny_film
-
-COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
-NASTY = "It's \"quoted\": [a] (b) {c} <d> back\\slash C:\\films 100% Ça été, ß — {\\fs80} \\N end"
+from conftest import decode_video, run_farm, tiny_film
 
 
-# --- the timeline rule, computed by hand ------------------------------------------------------
+def frame_hashes(film_dir):
+    return {p.relative_to(film_dir): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(film_dir.glob("scenes/*/frame_*.png"))}
 
 
-def test_timeline_rule_by_hand():
-    # Scenes of 4, 6 and 4 frames at 4 fps with 0.5 s transitions: t = 2 frames.
-    cut = make_timeline([4, 6, 4], 4, "cut", 2)
-    assert (cut.total, cut.first_frames()) == (14, [0, 4, 10])
-    fade = make_timeline([4, 6, 4], 4, "crossfade", 2)
-    assert (fade.total, fade.first_frames()) == (14 - 2 * 2, [0, 2, 6])
-    assert fade.slots() == [(0, 2), (2, 6), (6, 10)]
-    morph = make_timeline([4, 6, 4], 4, "morph", 2)
-    assert (morph.total, morph.first_frames()) == (14 + 2 * 2, [0, 6, 14])
-    assert morph.slots()[-1] == (14, 18)
-    held = make_timeline([4, 6, 4], 4, "crossfade", 2, hold=[0, 3, 0])
-    assert (held.total, held.first_frames()) == (13, [0, 2, 9])
-
-
-def test_a_transition_longer_than_a_scene_names_the_scene():
-    with pytest.raises(SpecError, match=r"^video.transition_seconds: scene 2 has 3 frames"):
-        make_timeline([4, 3, 4], 4, "crossfade", 2)  # a middle scene needs 2 x 2 frames
-    with pytest.raises(SpecError, match="scene 1 has 1 frames"):
-        make_timeline([1, 4], 4, "morph", 2)
-    make_timeline([1, 1], 4, "cut", 2)  # a cut has no length
-
-
-def test_subtitle_formats_by_hand():
-    assert srt_time(3723.5) == "01:02:03,500"
-    vtt = make_vtt([Cue(0.5, 1.25, "a <b> & c")])
-    assert vtt == "WEBVTT\n\n1\n00:00:00.500 --> 00:00:01.250\na &lt;b&gt; &amp; c\n"
-
-
-@pytest.mark.parametrize("field,value", [("transition", "wipe"), ("codec", "vp9"), ("narration", "festival"),
-                                         ("subtitles", "hard"), ("transition_seconds", -1), ("preset", "warp")])
-def test_bad_video_settings_name_the_field(field, value):
-    with pytest.raises(SpecError, match=f"^video.{field}: .*{re.escape(str(value))}"):
-        spec_from_dict(tiny_film(video={field: value}))
-
-
-# --- a tiny film of synthetic frames ----------------------------------------------------------
-
-
-def write_scene(folder: Path, count: int, colour, name: str = "frame_{:05d}.png") -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        image = np.full((128, 128, 3), colour, np.uint8)
-        image[:8, : 8 * (i + 1)] = 255  # a bar that grows: frames differ
-        Image.fromarray(image).save(folder / name.format(i))
-
-
-def cut_film(film_dir: Path, scenes=3, narrations=None, bridges=False, hold_to_fit=False, **video):
-    data = tiny_film(scenes=scenes)
-    data["video"] = {"fps": 4, "narration": "none", **video}  # otherwise the spec's own defaults
-    for scene, text in zip(data["scenes"], narrations or []):
-        scene["narration"] = text
+@pytest.fixture(scope="module")
+def default_film(ray_cluster, tmp_path_factory):
+    data = tiny_film("Default Cut", scenes=2, duration=1.0, fps=4)
+    data["video"] = {"fps": 4}  # the defaults: crossfade, soft subtitles, narration auto
+    out = tmp_path_factory.mktemp("films")
     spec = spec_from_dict(data)
+    # As farm film leaves it: the planned spec saved before rendering, before narration
+    # lengthens its scenes (the same film, not a different one).
+    (out / spec.slug).mkdir()
+    (out / spec.slug / "film.yaml").write_text(spec.to_yaml())
     messages = []
-    plan = plan_cut(spec, find_ffmpeg(spec.video.ffmpeg), messages.append, film_dir=film_dir, bridges=bridges,
-                    hold_to_fit=hold_to_fit)
-    for k, count in enumerate(plan.spec.frames_per_scene()):
-        write_scene(scene_dir(film_dir, k), count, COLOURS[k % 3])
-        if bridges and k + 1 < scenes:
-            write_scene(scene_dir(film_dir, k), plan.timeline.t, (250, 250, 0), "bridge_{:05d}.png")
-    cutter = FilmCutter(plan, film_dir, find_ffmpeg(spec.video.ffmpeg), messages.append)
-    for k in range(scenes):
-        cutter.bridge_ready(k)
-        cutter.scene_ready(k)
-    return cutter.finish(), messages
+    result = render_film(spec, out=out, progress=messages.append)
+    return result, messages
 
 
-def colour_of(frame) -> int:
-    return int(np.argmax(frame[64:, :, :].reshape(-1, 3).mean(axis=0)))
-
-
-def test_crossfade_overlaps_scenes(tmp_path):
-    result, _ = cut_film(tmp_path / "film")  # the defaults: crossfade of 0.5 s, soft subtitles
-    frames = decode_video(result.video)
-    assert len(frames) == 3 * 4 - 2 * 2 == result.timeline.total == result.checked["frames"]
-    assert result.checked["seconds"] == pytest.approx(2.0, abs=1e-3)
-    # scene 0 alone, then a blend of red into green, ...
-    assert [colour_of(f) for f in frames[:2]] == [0, 0]
-    blend = frames[3][64:, :, :].reshape(-1, 3).mean(axis=0)  # xfade's second frame: half and half
-    assert 80 < blend[0] < 150 and 80 < blend[1] < 150
-    assert colour_of(frames[-1]) == 2
-    assert result.timeline.first_frames() == [0, 2, 4]  # film.yaml gets it (farm.film, farm stitch)
-
-
-@pytest.mark.parametrize("transition,total", [("cut", 12), ("morph", 16)])
-def test_cut_and_morph(tmp_path, transition, total):
-    result, _ = cut_film(tmp_path / "film", transition=transition, bridges=True)
-    frames = decode_video(result.video)
-    assert len(frames) == total
-    assert result.checked["seconds"] == pytest.approx(total / 4, abs=1e-3)
-    if transition == "morph":  # the bridge frames (yellow) sit between the scenes
-        yellow = [i for i, f in enumerate(frames) if f[64:, :, 0].mean() > 200 and f[64:, :, 1].mean() > 200]
-        assert yellow == [4, 5, 10, 11]
-
-
-def test_morph_without_bridge_frames_falls_back_to_crossfade(tmp_path):
-    result, messages = cut_film(tmp_path / "film", transition="morph")
-    assert result.timeline.transition == "crossfade" and result.timeline.total == 8
-    assert any("using crossfade" in m for m in messages)
-
-
-def soft_texts(path):
-    with av.open(str(path)) as container:
-        stream = container.streams.subtitles[0]
-        packets = [bytes(p) for p in container.demux(stream) if p.size]
-    # mov_text: a 16-bit length, then UTF-8 text (then style boxes)
-    return [p[2: 2 + int.from_bytes(p[:2], "big")].decode() for p in packets]
-
-
-def parse_srt(text):
-    return [block.split("\n", 2)[2] for block in text.strip().split("\n\n")]
-
-
-def test_subtitle_text_round_trips_in_every_form(tmp_path):
-    texts = [NASTY, "Ärger über «Guillemets» & 'single' quotes", "50% : done; [end]"]
-    film_dir = tmp_path / "a dir with 'quotes' and \"double\" and spaces"
-    result, _ = cut_film(film_dir, narrations=texts)
-    assert [unescape_soft(t) for t in soft_texts(result.video)] == texts
-    assert parse_srt(result.srt.read_text(encoding="utf-8")) == texts
-    vtt = result.vtt.read_text(encoding="utf-8")
-    unescaped = [b.split("\n", 2)[2].replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-                 for b in vtt.split("\n\n", 1)[1].strip().split("\n\n")]
-    assert unescaped == texts
-    # cues follow the timeline: scene 2 starts at frame 2 of a crossfaded film at 4 fps
-    assert "00:00:00,500 --> 00:00:01,000" in result.srt.read_text()
+def test_default_film_has_crossfades_subtitles_narration_and_pictures(default_film):
+    result, messages = default_film
+    film = yaml.safe_load((result.path / "film.yaml").read_text())
+    timeline = film["timeline"]
+    rendered = [len(list((result.path / "scenes" / f"{k:03d}").glob("frame_*.png"))) for k in range(2)]
+    # narration (espeak-ng, installed by scripts/setup) lengthened the 1 s scenes
+    assert any("narration: espeak-ng" in m for m in messages)
+    assert all(n > 4 for n in rendered) and [s["frames"] for s in timeline["scenes"]] == rendered
+    assert timeline["transition"] == "crossfade" and timeline["transition_frames"] == 2
+    assert timeline["frames"] == sum(rendered) - 2 == result.frames
+    assert [s["first_frame"] for s in timeline["scenes"]] == [0, rendered[0] - 2]
     with av.open(str(result.video)) as container:
-        starts = [float(p.pts * p.time_base) for p in container.demux(container.streams.subtitles[0]) if p.size]
-    assert starts == [0.0, 0.5, 1.0]
+        assert len(container.streams.subtitles) == 1 and len(container.streams.audio) == 1
+    assert len(decode_video(result.video)) == timeline["frames"]
+    for name in ("film.srt", "film.vtt", "contact.png", "poster.png"):
+        assert (result.path / name).is_file(), name
+    second = rendered[0] - 2
+    assert f"00:00:{second // 4:02d},{second % 4 * 250:03d}" in (result.path / "film.srt").read_text()
 
 
-def test_burned_subtitles_draw_nasty_text(tmp_path):
-    film_dir = tmp_path / "it's a \"film\" dir, 100%"
-    burned, _ = cut_film(film_dir, narrations=[NASTY, "%{pts} [in]; drawtext=text=x", "'; rm -rf /"],
-                         subtitles="burn", transition="cut")
-    with av.open(str(burned.video)) as container:
-        assert len(container.streams.subtitles) == 0
-    plain, _ = cut_film(tmp_path / "plain", subtitles="none", transition="cut")
-    a, b = decode_video(burned.video), decode_video(plain.video)
-    assert len(a) == len(b) == 12
-    for i in (0, 5, 11):  # text is drawn at the bottom, nothing changes at the top
-        assert np.abs(a[i][100:].astype(int) - b[i][100:]).mean() > 2
-        assert np.abs(a[i][:40].astype(int) - b[i][:40]).mean() < 2
-
-
-def test_h265_and_full_chroma(tmp_path):
-    result, _ = cut_film(tmp_path / "film", codec="h265", pix_fmt="yuv444p", crf=30, subtitles="none")
+def test_farm_stitch_with_other_settings_leaves_the_frames_untouched(default_film):
+    result, _ = default_film
+    before = frame_hashes(result.path)
+    done = run_farm("stitch", str(result.path), "--set", "video.transition=cut", "--set", "video.narration=none",
+                    "--set", "video.subtitles=burn", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(result.path / "film.mp4")
+    assert frame_hashes(result.path) == before
     with av.open(str(result.video)) as container:
-        stream = container.streams.video[0]
-        assert stream.codec_context.name == "hevc" and stream.codec_context.pix_fmt == "yuv444p"
-    assert len(decode_video(result.video)) == 8
+        assert len(container.streams.subtitles) == 0 and len(container.streams.audio) == 0
+    assert len(decode_video(result.video)) == len(before)  # a cut: every frame once
+    film = yaml.safe_load((result.path / "film.yaml").read_text())
+    assert film["video"]["transition"] == "cut" and film["timeline"]["frames"] == len(before)
 
 
-def test_contact_sheet_and_poster(tmp_path):
-    result, _ = cut_film(tmp_path / "film")
-    with Image.open(result.contact) as sheet:
-        assert sheet.size[0] >= 2 * 256 and sheet.size[1] >= 2 * 256
-        pixels = np.asarray(sheet.convert("RGB"))
-    # each scene's picture is on the sheet, in order
-    assert pixels[140, 140].argmax() == 0 and pixels[140, 140 + 272].argmax() == 1
-    with Image.open(result.poster) as cover:
-        assert cover.size == (512, 512)
+def test_farm_stitch_bad_input_is_one_line(default_film, tmp_path):
+    result, _ = default_film
+    before = frame_hashes(result.path)
+    for args, words in [(["--set", "render.cutouts=3"], "render.cutouts: farm stitch changes only video"),
+                        (["--set", "video.transition=wipe"], "video.transition: 'wipe' is not one of"),
+                        (["--set", "video.fps=8"], "video.fps: the frames were rendered for this value")]:
+        done = run_farm("stitch", str(result.path), *args)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("farm: error: ") and words in done.stderr
+    missing = run_farm("stitch", str(tmp_path))
+    assert missing.returncode == 2 and "not a rendered film folder" in missing.stderr
+    assert frame_hashes(result.path) == before
+    # a film with a frame gone: named, nothing written
+    lost = sorted(result.path.glob("scenes/001/frame_*.png"))[1]
+    data = lost.read_bytes()
+    lost.unlink()
+    try:
+        film_before = (result.path / "film.mp4").read_bytes()
+        done = run_farm("stitch", str(result.path))
+        assert done.returncode == 2 and f"{lost}: missing" in done.stderr
+        assert (result.path / "film.mp4").read_bytes() == film_before
+    finally:
+        lost.write_bytes(data)
 
 
-# --- narration ---------------------------------------------------------------------------------
-
-
-def audio_of(path):
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        rate = stream.rate
-        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(stream)])
-    return samples, rate
-
-
-def test_espeak_narration_is_heard_and_timed(tmp_path):
-    result, messages = cut_film(tmp_path / "film", narration="espeak")
-    assert any("lengthened" in m for m in messages)  # 1 s scenes cannot say a sentence
-    samples, rate = audio_of(result.video)
-    assert len(samples) / rate == pytest.approx(result.timeline.duration, abs=0.1)
-    assert result.checked["audio_seconds"] == pytest.approx(result.timeline.duration, abs=0.3)
-    for start, end in result.timeline.slots():  # speech in every scene's slot
-        part = samples[int(start / 4 * rate): int(end / 4 * rate)]
-        assert np.sqrt(np.mean(part ** 2)) > 0.01
-    # the film got longer than 3 x 1 s to fit three sentences
-    assert result.timeline.total > 8
-
-
-def tone_wav(seconds=0.6, rate=24000) -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    pcm = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return buffer.getvalue()
-
-
-@pytest.fixture
-def speech_server():
-    """A loopback server speaking OpenAI's POST /v1/audio/speech; fails for input "FAIL"."""
-    requests = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            requests.append((self.path, body, self.headers.get("Authorization")))
-            if body["input"] == "FAIL":
-                payload = json.dumps({"error": {"message": "voice unavailable", "type": "server_error"}}).encode()
-                self.send_response(400)
-                self.send_header("Content-Type", "application/json")
-            else:
-                payload = tone_wav()
-                self.send_response(200)
-                self.send_header("Content-Type", "audio/wav")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", requests
-    server.shutdown()
-
-
-def test_openai_narration_through_the_client(tmp_path, speech_server, monkeypatch):
-    url, requests = speech_server
-    monkeypatch.setenv("FARM_TEST_TTS_KEY", "sk-test")
-    result, _ = cut_film(tmp_path / "film", scenes=2, narration="openai", speech_base_url=url, voice="nova",
-                         speech_api_key_env="FARM_TEST_TTS_KEY", transition="cut")
-    assert [r[0] for r in requests] == ["/v1/audio/speech"] * 2
-    assert requests[0][1]["voice"] == "nova" and requests[0][1]["model"] == "tts-1"
-    assert requests[0][1]["input"].startswith("Scene 1:") and requests[0][2] == "Bearer sk-test"
-    samples, rate = audio_of(result.video)
-    assert len(samples) / rate == pytest.approx(result.timeline.duration, abs=0.1)
-    # the 0.6 s tone at the start of each 1 s scene, silence after it
-    for k in range(2):
-        assert np.sqrt(np.mean(samples[int((k + 0.1) * rate): int((k + 0.5) * rate)] ** 2)) > 0.1
-        assert np.sqrt(np.mean(samples[int((k + 0.75) * rate): int((k + 0.95) * rate)] ** 2)) < 0.01
-
-
-def test_failing_or_missing_engines_are_one_line(tmp_path, speech_server, monkeypatch):
-    url, _ = speech_server
-    with pytest.raises(NarrationError, match=r"^video.narration: openai text-to-speech at .* failed: .*voice unavailable"):
-        cut_film(tmp_path / "a", scenes=1, narrations=["FAIL"], narration="openai", speech_base_url=url)
-    monkeypatch.setenv("PATH", str(tmp_path))  # no espeak-ng here
-    with pytest.raises(NarrationError, match="^video.narration: espeak asked for, but espeak-ng is not installed"):
-        cut_film(tmp_path / "b", narration="espeak")
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    result, messages = cut_film(tmp_path / "c", narration="auto")
-    assert "narration: none" in messages[0] and result.checked["audio"] == 0
-    assert not (scene_dir(tmp_path / "a", 0)).exists()  # nothing written when narration fails
-
-
-# --- ffmpeg failures and wrong files -----------------------------------------------------------
-
-
-def test_ffmpeg_missing_or_failing_is_one_line_with_its_words(tmp_path):
-    with pytest.raises(StitchError, match="^video.ffmpeg: .* is not an executable ffmpeg"):
-        find_ffmpeg(str(tmp_path / "no-ffmpeg"))
-    fake = tmp_path / "ffmpeg"
-    fake.write_text("#!/bin/sh\necho 'first line' >&2\necho 'Conversion failed: disk on fire' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    with pytest.raises(StitchError) as info:
-        cut_film(tmp_path / "film", ffmpeg=str(fake))
-    message = str(info.value)
-    assert "\n" not in message and message.startswith("ffmpeg failed on")
-    assert "disk on fire" in message
-
-
-def test_a_wrong_film_is_an_error(tmp_path):
-    result, _ = cut_film(tmp_path / "film", subtitles="none")
-    longer = make_timeline([4, 4, 5], 4, "crossfade", 2)
-    with pytest.raises(StitchError, match=r"ffmpeg made a wrong film: 8 frames, the timeline has 9"):
-        verify_film(result.video, longer, 128, "h264", audio=False, subtitles=False)
-    with pytest.raises(StitchError, match="0 audio streams, expected 1"):
-        verify_film(result.video, result.timeline, 128, "h264", audio=True, subtitles=False)
-    with pytest.raises(StitchError, match="video codec h264, expected hevc"):
-        verify_film(result.video, result.timeline, 128, "h265", audio=False, subtitles=False)
-
-
-def test_stitching_again_holds_the_last_frame_to_fit_speech(tmp_path):
-    result, messages = cut_film(tmp_path / "film", scenes=2, narration="espeak", hold_to_fit=True, transition="cut")
-    assert any("holding their last frame" in m for m in messages)
-    tl = result.timeline
-    assert tl.frames == (4, 4) and all(h > 0 for h in tl.hold)
+def test_morph_film_gets_bridge_frames_from_a_worker(ray_cluster, tmp_path):
+    data = tiny_film("Morph Film", scenes=2, duration=1.0, fps=4, video={"transition": "morph"})
+    messages = []
+    result = render_film(spec_from_dict(data), out=tmp_path, progress=messages.append)
+    bridges = sorted((result.path / "scenes" / "000").glob("bridge_*.png"))
+    assert len(bridges) == 2 and not list((result.path / "scenes" / "001").glob("bridge_*.png"))
     frames = decode_video(result.video)
-    assert len(frames) == 8 + sum(tl.hold)
-    # scene 1's held frames repeat its last frame (the bar at full length for frame 3)
-    held = frames[4: 4 + tl.hold[0]]
-    assert all(np.abs(f.astype(int) - frames[3]).mean() < 2 for f in held)
-    assert colour_of(frames[4 + tl.hold[0]]) == 1
+    assert len(frames) == result.frames == 4 + 2 + 4
+    from PIL import Image
+    import numpy as np
+
+    last = np.asarray(Image.open(result.path / "scenes" / "000" / "frame_00003.png").convert("RGB"), dtype=float)
+    first = np.asarray(Image.open(bridges[0]).convert("RGB"), dtype=float)
+    assert np.abs(last - first).mean() < 1.0  # a morph starts at the image of scene 1's last latents
+    assert np.abs(frames[4] - first).mean() < 12  # and sits between the scenes in the film
+    assert not any("using crossfade" in m for m in messages)
