@@ -222,7 +222,7 @@ def main() -> None:
         print("| run | makespan | ideal | efficiency |\n|---|---|---|---|")
         for label, r in rows:
             print(f"| {label} | {r['makespan_s']:.2f} s | {r['ideal_s']:.2f} s | {r['efficiency']:.3f} |")
-        print(f"\n| driver film | frames | peak RSS |\n|---|---|---|")
+        print("\n| driver film | frames | peak RSS |\n|---|---|---|")
         for label, (scenes, rss) in memory.items():
             print(f"| {label} | {scenes * args.frames} | {rss:.0f} MiB |")
         print(f"\nDriver memory growth for a 10x longer film: {growth:.3f}x")

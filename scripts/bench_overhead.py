@@ -41,9 +41,9 @@ def plain_loop(spec, out: Path, threads: int) -> dict[str, float]:
     import torch
 
     from farm.cutting.film import FilmCutter, plan_cut
-    from farm.folder.layout import scene_dir
     from farm.cutting.tools import find_ffmpeg
     from farm.driver.jobs import job_arguments, plan_jobs
+    from farm.folder.layout import scene_dir
     from farm.render.bigsleep import render_scene_with_state
     from farm.render.models import load_models
     from farm.writing.plan import plan_film

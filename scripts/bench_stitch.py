@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from farm.cutting.film import FilmCutter, plan_cut  # noqa: E402
-from farm.folder.layout import scene_dir  # noqa: E402
 from farm.cutting.subtitles import cues, make_ass  # noqa: E402
 from farm.cutting.tools import find_ffmpeg  # noqa: E402
+from farm.folder.layout import scene_dir  # noqa: E402
 from farm.spec import spec_from_dict  # noqa: E402
 
 

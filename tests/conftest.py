@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+# The loopback OpenAI-protocol server's fixtures, for every module; its autouse clean_env keeps
+# this machine's OpenAI variables away from every test (and the commands they run).
+pytest_plugins = ["openai_server"]
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "yeti_tardigrade.yaml"
 

@@ -17,12 +17,12 @@ import pytest
 from PIL import Image
 
 from farm.cutting.film import FilmCutter, plan_cut
-from farm.folder.layout import scene_dir
-from farm.cutting.subtitles import make_vtt, srt_time, unescape_soft, Cue
+from farm.cutting.subtitles import Cue, make_vtt, srt_time, unescape_soft
 from farm.cutting.timeline import make_timeline
 from farm.cutting.tools import find_ffmpeg
 from farm.cutting.verify import verify_film
 from farm.errors import NarrationError, SpecError, StitchError
+from farm.folder.layout import scene_dir
 from farm.spec import spec_from_dict
 
 from conftest import decode_video, tiny_film

@@ -18,7 +18,7 @@ from farm.film import render_film
 from farm.spec import spec_from_dict
 
 from conftest import decode_video, run_farm, tiny_film
-from openai_server import FakeOpenAI, chat_answer, clean_env, free_port  # noqa: F401
+from openai_server import FakeOpenAI, chat_answer, free_port
 
 
 def decode(path):

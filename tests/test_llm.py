@@ -12,18 +12,7 @@ from farm.errors import LLMError
 from farm.spec import LLMSpec
 from farm.writing.llm import BadAnswer, LLMClient, parse_json
 
-from openai_server import (  # noqa: F401
-    FakeOpenAI,
-    Scripted,
-    chat_answer,
-    clean_env,
-    error,
-    error_line,
-    farm,
-    free_port,
-    llm_args,
-    server,
-)
+from openai_server import FakeOpenAI, Scripted, chat_answer, error, error_line, farm, free_port, llm_args
 
 KEY = "sk-test-SECRET-4242-abcdef"
 

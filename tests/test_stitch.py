@@ -102,8 +102,8 @@ def test_morph_film_gets_bridge_frames_from_a_worker(ray_cluster, tmp_path):
     assert len(bridges) == 2 and not list((result.path / "scenes" / "001").glob("bridge_*.png"))
     frames = decode_video(result.video)
     assert len(frames) == result.frames == 4 + 2 + 4
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     last = np.asarray(Image.open(result.path / "scenes" / "000" / "frame_00003.png").convert("RGB"), dtype=float)
     first = np.asarray(Image.open(bridges[0]).convert("RGB"), dtype=float)

@@ -14,7 +14,7 @@ from farm.writing.plan import CLIP_MAX_TOKENS, clip_token_count, split_sentences
 from farm.writing.scenes import SCENES_SCHEMA, chunk_story, plan_scenes
 from farm.writing.story import Candidate, choose
 
-from openai_server import chat_answer, clean_env, error, error_line, farm, llm_args, server  # noqa: F401
+from openai_server import chat_answer, error, error_line, farm, llm_args
 
 
 def story_file(tmp_path, server, text=None, **llm):

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-
 import yaml
 
 from farm.changes import differences, look, touched_scenes

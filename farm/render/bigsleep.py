@@ -23,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from farm.errors import SpecError, first_line
 from farm.render.cutouts import cutout_boxes, take_cutouts
 from farm.render.device import prepare_device
 from farm.render.generator import image_of, synthesize, to_uint8
 from farm.render.losses import class_loss, class_vectors, clip_loss, latent_loss
 from farm.render.models import Models
-from farm.errors import SpecError, first_line
 from farm.spec import RenderSpec
 
 # big-sleep's initial class logits: sigmoid(-3.9) ~ 0.02, a faint mix of every class.

@@ -18,8 +18,16 @@ from farm.spec import FilmSpec, LLMSpec, apply_override, read_spec_file, readabl
 from farm.writing.llm import LLMClient, configured
 from farm.writing.plan import plan_film
 from farm.writing.scenes import plan_scenes
-from farm.writing.story import Candidate, check_phrase, choose, load_candidates, save_candidates, show, \
-    story_film, write_candidates
+from farm.writing.story import (
+    Candidate,
+    check_phrase,
+    choose,
+    load_candidates,
+    save_candidates,
+    show,
+    story_film,
+    write_candidates,
+)
 
 Say = Callable[[str], None]
 

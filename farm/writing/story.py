@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, Optional
 import yaml
 
 from farm.errors import InputError
-from farm.spec import LLMSpec, readable_yaml, slugify
 from farm.folder.layout import atomic_write
+from farm.spec import LLMSpec, readable_yaml, slugify
 from farm.writing.llm import LLMClient, base_url, public_url
 
 CANDIDATE_NAME = "candidate_{}.yaml"
