@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -158,14 +159,16 @@ def test_the_second_phase_starts_from_the_first_as_shipped():
 
     from farm.toy.common import float_state, half_state
 
-    recipe = Recipe(steps=3, finetune_steps=2, batch=8, threads=1, config=dict(Recipe().config, text_width=32, text_layers=1))
+    recipe = Recipe(steps=3, finetune_steps=2, batch=8, threads=1,
+                    config=dict(Recipe().config, text_width=32, text_layers=1))
     both = train(recipe, log=lambda _: None, evaluate_every=0)[0]
     first, tokenizer, _ = train(dataclasses.replace(recipe, finetune_steps=0), log=lambda _: None, evaluate_every=0)
     first.load_state_dict(float_state(half_state(first)))
     torch.manual_seed(1)
     world = ToyWorld(seed=1, size=64, wide_colours=recipe.finetune_wide_colours, soft_edges=recipe.finetune_soft_edges,
                      wide_radius=recipe.finetune_wide_radius)
-    contrastive_phase(first, tokenizer, world, recipe, 2, recipe.finetune_learning_rate, 1, lambda _: None, 0, None, 0.0)
+    contrastive_phase(first, tokenizer, world, recipe, 2, recipe.finetune_learning_rate, 1, lambda _: None, 0, None,
+                      0.0)
     a, b = both.state_dict(), first.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -225,13 +228,55 @@ def toy_models():
     return load_models(spec.models, spec.video.size, torch.device("cpu"))
 
 
-def colour_renders(models, settings) -> dict[str, list[np.ndarray]]:
-    """For red, green, blue: the final frames of "a <colour> circle on a black background", one per seed."""
+# A render job: (prompt, scene seed, the render settings changed from the preset's, as (name, value) pairs).
+Job = tuple[str, int, tuple[tuple[str, float], ...]]
+
+
+def final_frame(models, job: Job) -> np.ndarray:
+    """The last of the RENDER_FRAMES frames farm's renderer makes for the job."""
     from farm.render.bigsleep import render_scene
 
-    return {colour: [list(render_scene(models, settings, f"a {colour} circle on a black background", seed=seed,
-                                       frames=RENDER_FRAMES))[-1].image for seed in RENDER_SEEDS]
-            for colour in CHANNELS}
+    prompt, seed, changed = job
+    frames = list(render_scene(models, toy_spec(**dict(changed)).render, prompt, seed=seed, frames=RENDER_FRAMES))
+    return frames[-1].image
+
+
+def render_threads() -> int:
+    """One render at a time per CPU this process may use, at most 4."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(4, cpus)
+
+
+@pytest.fixture(scope="module")
+def final_frames(toy_models):
+    """Each job's final frame, rendered once for the module however many tests judge it, the jobs
+    side by side on render_threads() threads. A render is the same pixels whenever and on whichever
+    thread it is drawn: its random streams are its scene's own, the models are only read, and torch
+    runs each operation on one thread (test_a_shared_frame_is_the_frame_drawn_alone checks one)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames: dict[Job, np.ndarray] = {}
+    with ThreadPoolExecutor(render_threads()) as pool:
+
+        def get(jobs: list[Job]) -> list[np.ndarray]:
+            missing = [job for job in dict.fromkeys(jobs) if job not in frames]
+            frames.update(zip(missing, pool.map(lambda job: final_frame(toy_models, job), missing)))
+            return [frames[job] for job in jobs]
+
+        yield get
+
+
+def colour_jobs(**changed) -> dict[str, list[Job]]:
+    """For red, green, blue: "a <colour> circle on a black background", one job per seed."""
+    return {colour: [(f"a {colour} circle on a black background", seed, tuple(sorted(changed.items())))
+                     for seed in RENDER_SEEDS] for colour in CHANNELS}
+
+
+def colour_renders(final_frames, **changed) -> dict[str, list[np.ndarray]]:
+    """For red, green, blue: the final frames of "a <colour> circle on a black background", one per seed."""
+    jobs = colour_jobs(**changed)
+    frames = iter(final_frames([job for colour in CHANNELS for job in jobs[colour]]))
+    return {colour: [next(frames) for _ in jobs[colour]] for colour in CHANNELS}
 
 
 def lead(image: np.ndarray, colour: str) -> float:
@@ -251,13 +296,13 @@ def read_as_prompted(renders: dict[str, list[np.ndarray]]) -> int:
 
 
 @pytest.fixture(scope="module")
-def default_renders(toy_models):
-    return colour_renders(toy_models, toy_spec().render)
+def default_renders(final_frames):
+    return colour_renders(final_frames)
 
 
 @pytest.fixture(scope="module")
-def weak_renders(toy_models):
-    return colour_renders(toy_models, toy_spec(clip_weight=toy_spec().render.clip_weight / 1000).render)
+def weak_renders(final_frames):
+    return colour_renders(final_frames, clip_weight=toy_spec().render.clip_weight / 1000)
 
 
 # A clear margin, worked out by hand: the frame's mean lead of an exact drawing of the prompt with a
@@ -296,18 +341,22 @@ SHAPE_SEEDS = (1, 2, 3, 4)  # 24 frames; seeds 5-8 were kept out of the choice (
 
 
 @pytest.fixture(scope="module")
-def judged_shapes(toy_models):
-    """The pixel judge's reading of each prompt's final frame (not the guiding CLIP's)."""
-    from farm.render.bigsleep import render_scene
+def judged_shapes(final_frames):
+    """The pixel judge's reading of each prompt's final frame (not the guiding CLIP's). The first
+    prompt is the colour tests' red one: its frames are theirs, rendered once."""
     from farm.toy.judge import judge
 
-    verdicts = {}
-    for seed in SHAPE_SEEDS:
-        for shape, colour, background in SHAPE_PROMPTS:
-            prompt = f"a {colour} {shape} on a {background} background"
-            frames = list(render_scene(toy_models, toy_spec().render, prompt, seed=seed, frames=RENDER_FRAMES))
-            verdicts[(seed, shape, colour, background)] = judge(frames[-1].image)
-    return verdicts
+    keys = [(seed, shape, colour, background) for seed in SHAPE_SEEDS for shape, colour, background in SHAPE_PROMPTS]
+    frames = final_frames([(f"a {colour} {shape} on a {background} background", seed, ())
+                           for seed, shape, colour, background in keys])
+    return {key: judge(frame) for key, frame in zip(keys, frames)}
+
+
+def test_a_shared_frame_is_the_frame_drawn_alone(toy_models, final_frames):
+    """What the tests judge, rendered side by side with other scenes, is bit for bit what the
+    renderer draws for that scene alone."""
+    job = colour_jobs()["red"][0]
+    assert np.array_equal(final_frames([job])[0], final_frame(toy_models, job))
 
 
 def test_toy_preset_draws_the_prompted_shape(judged_shapes):
@@ -470,11 +519,13 @@ def test_toy_generator_problems_are_one_line_naming_the_field(tmp_path):
     from farm.errors import ModelError
     from farm.toy.generator import load_toy_biggan
 
-    with pytest.raises(ModelError, match=r"^video\.size: 256 is not a size the toy generator can make \(it makes 64\)$"):
+    with pytest.raises(ModelError,
+                       match=r"^video\.size: 256 is not a size the toy generator can make \(it makes 64\)$"):
         load_toy_biggan(size=256)
     with pytest.raises(ModelError, match=r"^models\.biggan: the toy generator's weights are missing .*train_toy\.py$"):
         load_toy_biggan(tmp_path / "none.pt")
     torch.save({"config": {"size": 64, "channels": 16, "attention": 32}, "state": {"x": torch.zeros(1)}, "info": {}},
                tmp_path / "wrong.pt")
-    with pytest.raises(ModelError, match=r"^models\.biggan: .*wrong\.pt does not hold the toy generator's weights \(.*missing"):
+    with pytest.raises(ModelError,
+                       match=r"^models\.biggan: .*wrong\.pt does not hold the toy generator's weights \(.*missing"):
         load_toy_biggan(tmp_path / "wrong.pt")
