@@ -175,7 +175,8 @@ class VideoSpec:
         if not 0 <= self.crf <= 51:
             raise SpecError(f"{path}.crf", f"must be between 0 and 51, got {self.crf!r}")
         if not 0 <= self.transition_seconds <= 10:
-            raise SpecError(f"{path}.transition_seconds", f"must be between 0 and 10 seconds, got {self.transition_seconds!r}")
+            raise SpecError(f"{path}.transition_seconds",
+                            f"must be between 0 and 10 seconds, got {self.transition_seconds!r}")
         if not self.speech_model.strip():
             raise SpecError(f"{path}.speech_model", "must name a text-to-speech model")
 
@@ -273,7 +274,8 @@ class RenderSpec:
             if not (value > 0 and math.isfinite(value)):
                 raise SpecError(f"{path}.{name}", f"must be positive, got {value!r}")
         if self.max_classes is not None and not 1 <= self.max_classes <= 1000:
-            raise SpecError(f"{path}.max_classes", f"must be null or between 1 and 1000 (BigGAN's classes), got {self.max_classes!r}")
+            raise SpecError(f"{path}.max_classes",
+                            f"must be null or between 1 and 1000 (BigGAN's classes), got {self.max_classes!r}")
         if not 0 <= self.ema_decay < 1:
             raise SpecError(f"{path}.ema_decay", f"must be in [0, 1), got {self.ema_decay!r}")
         if not 0 < self.truncation <= 1:
@@ -295,8 +297,8 @@ class RenderSpec:
 @dataclass(frozen=True)
 class ModelsSpec:
     clip: str = "ViT-B-32-quickgelu"
-    """An open_clip architecture name, "tiny" (small widths, random weights) or "toy" (trained on farm/toy pictures). OpenAI's
-    weights need the -quickgelu variants: that is the activation they were trained with."""
+    """An open_clip architecture name, "tiny" (small widths, random weights) or "toy" (trained on farm/toy pictures).
+    OpenAI's weights need the -quickgelu variants: that is the activation they were trained with."""
     clip_pretrained: Optional[str] = "openai"
     """An open_clip pretrained tag, or the path of a staged weights file."""
     biggan: str = "biggan-deep-256"
@@ -355,7 +357,8 @@ class LLMSpec:
         if not self.model.strip():
             raise SpecError(f"{path}.model", "must name a model")
         if not self.api_key_env.strip() or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
-            raise SpecError(f"{path}.api_key_env", f"must be the name of an environment variable, got {self.api_key_env!r}")
+            raise SpecError(f"{path}.api_key_env",
+                            f"must be the name of an environment variable, got {self.api_key_env!r}")
         if self.base_url is not None and self.base_url.strip() and not re.match(r"https?://", self.base_url.strip()):
             raise SpecError(f"{path}.base_url", f"must start with http:// or https://, got {self.base_url!r}")
         positive_ints = {"candidates": self.candidates, "story_words": self.story_words,
@@ -417,12 +420,14 @@ class FilmSpec:
         if not self.title.strip() or not slugify(self.title):
             raise SpecError("title", f"must contain letters or digits, got {self.title!r}")
         if not self.scenes and not self.story.text.strip():
-            raise SpecError("scenes", "the film has no scenes and story.text is empty: give scenes, or a story to split")
+            raise SpecError("scenes",
+                            "the film has no scenes and story.text is empty: give scenes, or a story to split")
         if self.seed < 0:
             raise SpecError("seed", f"must not be negative, got {self.seed!r}")
         biggan = self.models.biggan
         if biggan in PRETRAINED_BIGGAN and PRETRAINED_BIGGAN[biggan] != self.video.size:
-            raise SpecError("video.size", f"{self.video.size!r} is not a size {biggan} can make (it makes {PRETRAINED_BIGGAN[biggan]})")
+            raise SpecError("video.size", f"{self.video.size!r} is not a size {biggan} can make "
+                                          f"(it makes {PRETRAINED_BIGGAN[biggan]})")
 
     @property
     def slug(self) -> str:

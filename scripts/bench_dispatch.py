@@ -161,7 +161,8 @@ def main() -> None:
     from ray.cluster_utils import Cluster
 
     temp = tempfile.mkdtemp(prefix="farmbd", dir="/tmp")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 0, "temp_dir": temp, "include_dashboard": False})
     nodes = [cluster.add_node(num_cpus=GPUS_PER_NODE, num_gpus=GPUS_PER_NODE) for _ in range(NODES)]
     workers = NODES * GPUS_PER_NODE
     ray.init(address=cluster.address, log_to_driver=False, configure_logging=False,
@@ -229,7 +230,8 @@ def main() -> None:
     else:
         print(machine)
         for label, r in rows:
-            print(f"{label}: makespan {r['makespan_s']:.2f}s ideal {r['ideal_s']:.2f}s efficiency {r['efficiency']:.3f}")
+            print(f"{label}: makespan {r['makespan_s']:.2f}s ideal {r['ideal_s']:.2f}s "
+                  f"efficiency {r['efficiency']:.3f}")
         for label, (scenes, rss) in memory.items():
             print(f"driver peak RSS, {label} film ({scenes * args.frames} frames): {rss:.0f} MiB")
         print(f"driver memory growth: {growth:.3f}x")

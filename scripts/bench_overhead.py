@@ -61,7 +61,8 @@ def plain_loop(spec, out: Path, threads: int) -> dict[str, float]:
     latents = {}
     for job in plan_jobs(spec):
         settings, prompt, seed, frames = job_arguments(spec, job, counts)
-        sleeper, frame_iter = render_scene_with_state(models, settings, prompt, seed, frames, latents.get(job.start_from))
+        sleeper, frame_iter = render_scene_with_state(models, settings, prompt, seed, frames,
+                                                      latents.get(job.start_from))
         folder = scene_dir(out, job.scene)
         folder.mkdir(parents=True, exist_ok=True)
         for frame in frame_iter:
@@ -114,7 +115,8 @@ def main() -> int:
             spec = load_spec(args.spec, preset=args.preset, overrides=overrides)
             runs = results.setdefault(name, {"farm": [], "plain": []})
             for repeat in range(args.repeats):
-                runs["farm"].append(farm_render(args.spec, args.preset, scratch / f"farm-{len(results)}-{repeat}", overrides))
+                runs["farm"].append(farm_render(args.spec, args.preset, scratch / f"farm-{len(results)}-{repeat}",
+                                                overrides))
                 runs["plain"].append(plain_loop(spec, scratch / f"plain-{len(results)}-{repeat}", threads))
                 print(f"{name} #{repeat + 1}: farm {runs['farm'][-1]['total']:.1f}s, "
                       f"plain {runs['plain'][-1]['total']:.1f}s", file=sys.stderr, flush=True)
@@ -132,11 +134,12 @@ def main() -> int:
         without = (med["farm"]["total"] - med["farm"]["startup"]) / (med["plain"]["total"] - med["plain"]["startup"])
         rows.append((name, med, with_startup, without))
     if args.markdown:
-        print("\n| pairing | farm total | farm start-up | plain total | plain start-up | ratio with start-up | ratio without start-up |")
+        print("\n| pairing | farm total | farm start-up | plain total | plain start-up | ratio with start-up "
+              "| ratio without start-up |")
         print("|---|---|---|---|---|---|---|")
         for name, med, a, b in rows:
-            print(f"| {name} | {med['farm']['total']:.1f} s | {med['farm']['startup']:.1f} s | {med['plain']['total']:.1f} s "
-                  f"| {med['plain']['startup']:.1f} s | {a:.2f}x | {b:.2f}x |")
+            print(f"| {name} | {med['farm']['total']:.1f} s | {med['farm']['startup']:.1f} s "
+                  f"| {med['plain']['total']:.1f} s | {med['plain']['startup']:.1f} s | {a:.2f}x | {b:.2f}x |")
     else:
         for name, med, a, b in rows:
             print(f"{name}: farm {med['farm']['total']:.1f}s (start-up {med['farm']['startup']:.1f}s), "

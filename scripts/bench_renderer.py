@@ -51,7 +51,8 @@ class ReferenceLoop:
         device = models.device
         self.latents = torch.nn.ParameterDict({
             "normu": torch.nn.Parameter(torch.zeros(models.num_latents, models.z_dim).normal_(std=1).to(device)),
-            "cls": torch.nn.Parameter(torch.zeros(models.num_latents, models.num_classes).normal_(-3.9, 0.3).to(device)),
+            "cls": torch.nn.Parameter(
+                torch.zeros(models.num_latents, models.num_classes).normal_(-3.9, 0.3).to(device)),
         })
         # EMA as big-sleep's ema.py: biased copy from zero, average = biased / (1 - decay^t).
         self.decay, self.accum = decay, torch.tensor(1.0)
@@ -225,7 +226,8 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="full-size BigGAN-deep and ViT-B/32 (random weights)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--cutouts", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--configs", nargs="+", default=["fp32"], help="fp32 | tf32 | bf16, +cl channels-last, +compile")
+    parser.add_argument("--configs", nargs="+", default=["fp32"],
+                        help="fp32 | tf32 | bf16, +cl channels-last, +compile")
     parser.add_argument("--frames", type=int, default=4, help="timed frames per run")
     parser.add_argument("--steps-per-frame", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
@@ -274,7 +276,8 @@ def main() -> None:
             results["runs"].append(entry)
             print(json.dumps(entry), flush=True)
     if args.profile:
-        results["profile"] = profile_ours(models, settings_for(args.configs[0], args.cutouts[-1], args.steps_per_frame), 8)
+        results["profile"] = profile_ours(
+            models, settings_for(args.configs[0], args.cutouts[-1], args.steps_per_frame), 8)
         print("\n".join(results["profile"]))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -156,7 +156,8 @@ def main() -> None:
     else:
         print(f"{what}\nfarm, last frame -> film.mp4 checked: {farm:.2f} s "
               f"(and contact sheet, poster: {everything:.2f} s)\nplain ffmpeg, one pass: {plain:.2f} s\n"
-              f"ratio: {farm / plain:.3f}x ({everything / plain:.3f}x)  ({platform.machine()}, {platform.python_version()})")
+              f"ratio: {farm / plain:.3f}x ({everything / plain:.3f}x)  "
+              f"({platform.machine()}, {platform.python_version()})")
 
 
 if __name__ == "__main__":

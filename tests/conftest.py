@@ -89,7 +89,8 @@ def logical_cluster(prefix: str, nodes: list[dict]):
     saved = {k: os.environ.get(k) for k in HEALTH_CHECK}
     os.environ.update(HEALTH_CHECK)
     temp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "temp_dir": temp, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 0, "temp_dir": temp, "include_dashboard": False})
     workers = [cluster.add_node(**node) for node in nodes]
     ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
     try:

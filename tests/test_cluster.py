@@ -197,8 +197,9 @@ def test_a_killed_driver_is_continued_with_resume(cluster, reference, tmp_path):
     out = tmp_path / "out"
     farm = Path(sys.executable).with_name("farm")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    driver = subprocess.Popen([str(farm), "render", str(spec_file), "--out", str(out), "--address", cluster.address,
-                               "--progress", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    driver = subprocess.Popen([str(farm), "render", str(spec_file), "--out", str(out),
+                               "--address", cluster.address, "--progress", "json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         for line in driver.stdout:
             event = json.loads(line)

@@ -16,8 +16,8 @@ BOXES = torch.tensor([[0, 0, 64], [10, 20, 100], [3, 5, 121], [60, 60, 64], [1, 
 
 def loop_of_interpolates(image, boxes, out, mode):
     extra = {"align_corners": False} if mode == "bilinear" else {}
-    return torch.cat([F.interpolate(image[:, :, t:t + s, l:l + s], size=(out, out), mode=mode, **extra)
-                      for t, l, s in boxes.tolist()])
+    return torch.cat([F.interpolate(image[:, :, t:t + s, left:left + s], size=(out, out), mode=mode, **extra)
+                      for t, left, s in boxes.tolist()])
 
 
 @pytest.mark.parametrize("out", [64, 224])
@@ -55,7 +55,8 @@ def test_cutout_sizes_follow_big_sleeps_distribution():
 
 def test_center_bias_pulls_cutouts_to_the_middle():
     plain = cutout_boxes(RenderSpec(), 4000, 256, torch.Generator().manual_seed(3))
-    biased = cutout_boxes(dataclasses.replace(RenderSpec(), center_bias=True), 4000, 256, torch.Generator().manual_seed(3))
+    biased = cutout_boxes(dataclasses.replace(RenderSpec(), center_bias=True), 4000, 256,
+                          torch.Generator().manual_seed(3))
 
     def off_centre(boxes):
         centre = boxes[:, :2].float() + boxes[:, 2:3].float() / 2

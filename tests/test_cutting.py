@@ -281,7 +281,8 @@ def test_openai_narration_through_the_client(tmp_path, speech_server, monkeypatc
 
 def test_failing_or_missing_engines_are_one_line(tmp_path, speech_server, monkeypatch):
     url, _ = speech_server
-    with pytest.raises(NarrationError, match=r"^video.narration: openai text-to-speech at .* failed: .*voice unavailable"):
+    with pytest.raises(NarrationError,
+                       match=r"^video.narration: openai text-to-speech at .* failed: .*voice unavailable"):
         cut_film(tmp_path / "a", scenes=1, narrations=["FAIL"], narration="openai", speech_base_url=url)
     monkeypatch.setenv("PATH", str(tmp_path))  # no espeak-ng here
     with pytest.raises(NarrationError, match="^video.narration: espeak asked for, but espeak-ng is not installed"):

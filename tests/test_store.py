@@ -98,7 +98,8 @@ def test_a_film_rendered_into_a_store_uri_lands_there_and_resumes_from_there(ray
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     store = tmp_path / "shared" / "films"
     uri = f"file://{store}"
-    spec = spec_from_dict(tiny_film("Stored Film", scenes=2, duration=1, fps=2), overrides=["render.reseed=independent"])
+    spec = spec_from_dict(tiny_film("Stored Film", scenes=2, duration=1, fps=2),
+                          overrides=["render.reseed=independent"])
     result = render_film(spec, out=uri)
     film = store / "stored-film"
     assert result.location == f"{uri}/stored-film"

@@ -86,7 +86,8 @@ def test_language_and_length_settings_reach_the_prompt(tmp_path, capsys, server)
 
 def test_completions_endpoint_completes_the_phrase(tmp_path, capsys, server):
     out = tmp_path / "f.yaml"
-    code, _, err = farm(capsys, "story", "Yeti Tardigrade", "--out", str(out), *llm_args(server.url, endpoint="completions"))
+    code, _, err = farm(capsys, "story", "Yeti Tardigrade", "--out", str(out),
+                        *llm_args(server.url, endpoint="completions"))
     assert code == 0, err
     request = server.requests[0]
     assert request["path"] == "/v1/completions" and request["body"]["prompt"] == "Yeti Tardigrade\n\n"
@@ -194,9 +195,11 @@ def test_long_prompt_is_condensed_by_the_model_not_cut(tmp_path, capsys, server)
     assert code == 0, err
     assert f"scene 1: prompt is {clip_token_count(long_prompt)} CLIP tokens" in err
     condense = server.requests[1]["body"]["messages"]
-    assert "shorten picture descriptions" in condense[0]["content"] and condense[1]["content"] == " ".join(long_prompt.split())
+    assert ("shorten picture descriptions" in condense[0]["content"]
+            and condense[1]["content"] == " ".join(long_prompt.split()))
     scenes = yaml.safe_load(path.read_text())["scenes"]
-    assert scenes == [{"narration": "A yeti sleeps.", "prompt": "a sleeping white-furred yeti tardigrade, moss, soft light",
+    assert scenes == [{"narration": "A yeti sleeps.",
+                       "prompt": "a sleeping white-furred yeti tardigrade, moss, soft light",
                        "duration": MIN_SCENE_SECONDS}]
 
 
@@ -208,8 +211,8 @@ def test_prompt_the_model_cannot_condense_is_an_error(tmp_path, capsys, server):
                   chat_answer(long_prompt), chat_answer(long_prompt))
     code, _, err = farm(capsys, "plan", str(path))
     assert code == 2
-    assert error_line(err).startswith("farm: error: scenes[0].prompt: the model's visual prompt is still 100 CLIP tokens "
-                                      "after 2 request(s) to condense it (at most 75)")
+    assert error_line(err).startswith("farm: error: scenes[0].prompt: the model's visual prompt is still 100 CLIP "
+                                      "tokens after 2 request(s) to condense it (at most 75)")
     assert path.read_bytes() == original
 
 
@@ -249,10 +252,12 @@ def test_no_llm_configured_plans_offline(tmp_path, capsys):
 
 def test_offline_planner_splits_japanese():
     scenes = plan_scenes(spec_from_dict({"title": "ユキタルディグラダ", "story": {
-        "text": "氷河の雪どけ水の中で、小さなクマムシが目を覚ます。その脚は雪男のような白い毛で覆われている。星のように雪が降る。"}}),
+        "text": "氷河の雪どけ水の中で、小さなクマムシが目を覚ます。その脚は雪男のような白い毛で覆われている。"
+                "星のように雪が降る。"}}),
         environ={})
     assert [s.narration for s in scenes] == [
-        "氷河の雪どけ水の中で、小さなクマムシが目を覚ます。その脚は雪男のような白い毛で覆われている。", "星のように雪が降る。"]
+        "氷河の雪どけ水の中で、小さなクマムシが目を覚ます。その脚は雪男のような白い毛で覆われている。",
+        "星のように雪が降る。"]
     assert scenes[0].duration == reading_seconds(scenes[0].narration) > MIN_SCENE_SECONDS
 
 
@@ -301,7 +306,8 @@ def test_titles_without_letters_are_refused_and_slugs_are_bounded(capsys, tmp_pa
 
 def test_json_schema_answers_in_any_script(server):
     spec = spec_from_dict({"title": "ユキタルディグラダ", "story": {"phrase": "ユキタルディグラダ",
-                           "text": "クマムシが目を覚ます。雪が降る。"}, "llm": {"base_url": server.url, "model": "fake"}})
+                           "text": "クマムシが目を覚ます。雪が降る。"},
+                           "llm": {"base_url": server.url, "model": "fake"}})
     scenes = plan_scenes(spec, client=LLMClient(spec.llm, environ={}), environ={})
     assert [s.narration for s in scenes] == ["クマムシが目を覚ます。", "雪が降る。"]
     assert "ユキタルディグラダ" in server.requests[0]["body"]["messages"][1]["content"]

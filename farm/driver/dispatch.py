@@ -74,7 +74,8 @@ class Dispatcher:
         for job in list(self.waiting):
             if not self.pool.idle:
                 return
-            resume = self.store.read_state(job.scene) if job.kind == "scene" and self.spec.dispatch.state_every else None
+            resume = (self.store.read_state(job.scene)
+                      if job.kind == "scene" and self.spec.dispatch.state_every else None)
             if resume is None and job.start_from is not None and job.start_from not in self.latents:
                 continue
             self.waiting.remove(job)

@@ -39,7 +39,8 @@ def plan_jobs(spec: FilmSpec) -> list[Job]:
     return anchors + [Job("scene", k, ("anchor", k - 1) if k else None) for k in range(n)]
 
 
-def job_arguments(spec: FilmSpec, job: Job, frames_per_scene: list[int]) -> tuple[RenderSpec, list[tuple[str, float]], int, int]:
+def job_arguments(spec: FilmSpec, job: Job,
+                  frames_per_scene: list[int]) -> tuple[RenderSpec, list[tuple[str, float]], int, int]:
     """What the renderer is given for a job: (settings, weighted prompts, seed, frames).
 
     An anchor is a warm-up of ``anchor_steps`` steps that draws no frames.

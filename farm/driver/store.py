@@ -152,7 +152,8 @@ class FilmStore:
         if not self.remote and self.root.exists() and not self.root.is_dir():
             raise InputError(f"{self.root}: the output path exists and is not a folder")
         if resume and not (self.path / SPEC_NAME).is_file():
-            raise InputError(f"{self.location}: holds no film to resume (no film.yaml); run without --resume to start it")
+            raise InputError(f"{self.location}: holds no film to resume (no film.yaml); "
+                             "run without --resume to start it")
         old = self._check_same_film(spec, same_as, rerender_changed) if self.path.exists() else None
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -183,7 +184,8 @@ class FilmStore:
             raise OutputConflictError(f"{self.location}: exists and is not a folder; choose another --out")
         if not spec_file.is_file():
             if any(self.path.iterdir()):
-                raise OutputConflictError(f"{self.location}: holds files but no film.yaml; choose another --out or empty it")
+                raise OutputConflictError(f"{self.location}: holds files but no film.yaml; "
+                                          "choose another --out or empty it")
             return None
         try:
             existing = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
@@ -226,7 +228,8 @@ class FilmStore:
         try:
             text = self.manifest_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{self.manifest_path}: cannot be read ({exc}); move it away to start this film over") from exc
+            raise InputError(f"{self.manifest_path}: cannot be read ({exc}); "
+                             "move it away to start this film over") from exc
         manifest = Manifest.from_json(text, str(self.manifest_path))
         if not allow_other_scenes and len(manifest.scenes) != len(self.spec.scenes):
             raise InputError(f"{self.manifest_path}: does not match the film's scenes; move it away to start over")

@@ -97,7 +97,8 @@ def status(address: str, job_id: Optional[str] = None) -> list[dict[str, Any]]:
     infos = [known(jobs, job_id)] if job_id else [
         j for j in jobs.list_jobs() if (j.metadata or {}).get("farm_film")]
     infos.sort(key=lambda j: j.start_time or 0)
-    return [{"job": j.submission_id or j.job_id, "status": str(j.status.value if hasattr(j.status, "value") else j.status),
+    return [{"job": j.submission_id or j.job_id,
+             "status": str(j.status.value if hasattr(j.status, "value") else j.status),
              "film": (j.metadata or {}).get("farm_film", "?"), "message": j.message or ""} for j in infos]
 
 

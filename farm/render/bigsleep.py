@@ -206,8 +206,9 @@ class BigSleep:
             except RuntimeError as exc:
                 if self.settings.deterministic and "deterministic" in str(exc):
                     op = first_line(exc)[:200]
-                    raise SpecError("render.deterministic", f"this device has no deterministic version of an "
-                                                           f"operation the render needs ({op}); set it to false") from exc
+                    raise SpecError("render.deterministic",
+                                    f"this device has no deterministic version of an operation the render needs "
+                                    f"({op}); set it to false") from exc
                 raise
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + value.item() / passes
@@ -231,7 +232,8 @@ class BigSleep:
         """The picture of ``latents``, by default the current average."""
         s = self.settings
         latents = latents if latents is not None else self.ema.average
-        return to_uint8(image_of(self.models, latents.z, latents.classes, s.truncation, s.max_classes, s.class_temperature))
+        return to_uint8(image_of(self.models, latents.z, latents.classes, s.truncation, s.max_classes,
+                                 s.class_temperature))
 
     # state: everything needed to continue bit for bit elsewhere
     def state_dict(self) -> dict[str, np.ndarray]:

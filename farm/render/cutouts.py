@@ -46,7 +46,8 @@ def take_cutouts(image: torch.Tensor, boxes: torch.Tensor, out: int, mode: str) 
         rowed = img[:, r0] * (1 - rw)[None, :, :, None] + img[:, r1] * rw[None, :, :, None]
         k = torch.arange(len(boxes), device=img.device)[:, None, None]
         i = torch.arange(out, device=img.device)[None, :, None]
-        cut = rowed[:, k, i, c0[:, None, :]] * (1 - cw)[None, :, None, :] + rowed[:, k, i, c1[:, None, :]] * cw[None, :, None, :]
+        cut = (rowed[:, k, i, c0[:, None, :]] * (1 - cw)[None, :, None, :]
+               + rowed[:, k, i, c1[:, None, :]] * cw[None, :, None, :])
         return cut.permute(1, 0, 2, 3)
     if mode == "area":
         height, width = img.shape[-2:]

@@ -171,7 +171,8 @@ def biggan_cached_files(spec: ModelsSpec) -> dict[str, Optional[Path]]:
     found: dict[str, Optional[Path]] = {}
     for role, url in biggan_urls(spec.biggan).items():
         stem = url_to_filename(url)
-        hits = sorted(p for p in cache.glob(stem + "*") if not p.name.endswith(".json") or p.name == stem) if cache.is_dir() else []
+        hits = (sorted(p for p in cache.glob(stem + "*") if not p.name.endswith(".json") or p.name == stem)
+                if cache.is_dir() else [])
         found[role] = hits[0] if hits else None
     return found
 
@@ -183,7 +184,8 @@ def fetch_biggan(spec: ModelsSpec) -> dict[str, Path]:
         return {role: Path(cached_path(url, cache_dir=str(biggan_cache(spec))))
                 for role, url in biggan_urls(spec.biggan).items()}
     except Exception as exc:
-        raise ModelError(f"models.biggan: could not download {spec.biggan} ({first_line(exc, with_type=True)})") from exc
+        raise ModelError(f"models.biggan: could not download {spec.biggan} "
+                         f"({first_line(exc, with_type=True)})") from exc
 
 
 # --- what the commands and the loader use ---------------------------------------------------------

@@ -35,7 +35,8 @@ STORY_USER = "The seed phrase: {phrase}"
 def language_line(language: str) -> str:
     if language.strip():
         return f"Write in {language.strip()}."
-    return "Write in the language of the seed phrase (a French phrase gets a French story, a Japanese one a Japanese story)."
+    return ("Write in the language of the seed phrase (a French phrase gets a French story, "
+            "a Japanese one a Japanese story).")
 
 
 @dataclass(frozen=True)
