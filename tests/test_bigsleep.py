@@ -119,7 +119,7 @@ def test_staged_biggan_folder_loads_through_the_librarys_loader(tmp_path, spec, 
     import dataclasses
 
     from farm.errors import ModelError
-    from farm.render.models import build_tiny_biggan
+    from farm.render.biggan import build_tiny_biggan
 
     folder = tmp_path / "biggan-staged"
     folder.mkdir()

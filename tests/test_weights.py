@@ -13,7 +13,8 @@ import torch
 
 from farm.errors import ModelError
 from farm.render import weights
-from farm.render.models import build_tiny_biggan, load_models
+from farm.render.biggan import build_tiny_biggan
+from farm.render.models import load_models
 from farm.spec import ModelsSpec
 
 from conftest import EXAMPLE, ROOT
@@ -70,7 +71,7 @@ def staged(tmp_path):
 
 def test_staged_weights_load_with_no_network_call(staged, no_network):
     spec, clip, biggan = staged
-    from farm.render.models import fold_spectral_norm
+    from farm.render.biggan import fold_spectral_norm
 
     models = load_models(spec, 128, torch.device("cpu"))
     assert no_network == []
