@@ -31,9 +31,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from farm.render.biggan import build_biggan, build_tiny_biggan, fold_spectral_norm  # noqa: E402
 from farm.render.bigsleep import BigSleep  # noqa: E402
 from farm.render.generator import synthesize  # noqa: E402
-from farm.render.models import Models, build_biggan, build_tiny_biggan, fold_spectral_norm, load_models  # noqa: E402
+from farm.render.models import Models, load_models  # noqa: E402
 from farm.spec import spec_from_dict  # noqa: E402
 
 PROMPT = "a furry white yeti tardigrade on a glacier"

@@ -19,7 +19,6 @@ from farm.errors import ModelError, first_line
 from farm.render.biggan import (
     TINY_WEIGHTS_SEED,
     biggan_from_files,
-    build_biggan,  # noqa: F401 (scripts/bench_renderer.py imports it from here)
     build_tiny_biggan,
     fold_spectral_norm,
     latent_rows,
