@@ -15,7 +15,7 @@ It measures the farm, not the model.
   driver memory   = peak RSS of a driver process rendering a film, and of one rendering a film
                     ten times longer (each in its own process joined to the same cluster).
 
-Targets (issue 9): efficiency >= 0.95 without failures, >= 0.9 with a node lost;
+Targets: efficiency >= 0.95 without failures, >= 0.9 with a node lost;
 driver memory growth <= 1.1x for a 10x longer film.
 
 Usage: scripts/bench_dispatch.py [--scenes 64] [--frames 10] [--frame-s 0.1] [--markdown]

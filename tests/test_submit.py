@@ -60,7 +60,7 @@ def head():
             except OSError:
                 if time.monotonic() > deadline:
                     pytest.fail("the Ray dashboard did not come up in 120 s")
-                time.sleep(1)
+                time.sleep(0.2)
         yield address
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # our own process group only
