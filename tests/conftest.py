@@ -24,7 +24,9 @@ def tiny_film(title: str = "Tiny Test Film", scenes: int = 3, duration: float = 
     """A film spec (as a mapping) that renders in seconds with the tiny preset.
 
     Plain cuts and no narration unless ``video`` asks (so frame counts are the scenes' sum);
-    tests of transitions and narration set them.
+    tests of transitions and narration set them. One render worker unless ``workers`` says
+    otherwise (0: as many as the cluster holds): each worker is a process that imports torch,
+    open_clip and BigGAN, seconds of CPU a test that is not about workers need not pay.
     """
     prompts = ["a hairy tardigrade in the snow", "a frozen valley at night", "a ball of white fur sleeping",
                "a moss leaf on a glacier", "snow falling like stars"]
@@ -34,7 +36,7 @@ def tiny_film(title: str = "Tiny Test Film", scenes: int = 3, duration: float = 
         "scenes": [{"narration": f"Scene {i + 1}: {prompts[i % len(prompts)]}.", "prompt": prompts[i % len(prompts)],
                     "duration": duration} for i in range(scenes)],
         "video": {"fps": fps, "transition": "cut", "narration": "none", **(video or {})},
-        "render": {"preset": "tiny", "cutouts": 2, "warmup_steps": 1, "anchor_steps": 2, **render},
+        "render": {"preset": "tiny", "cutouts": 2, "warmup_steps": 1, "anchor_steps": 2, "workers": 1, **render},
     }
 
 

@@ -82,7 +82,8 @@ def reference():
 
 def film(title, scenes, frames, reseed="independent", **dispatch):
     data = tiny_film(title, scenes=scenes, duration=1.0, fps=frames)
-    data["render"].update(reseed=reseed, device="auto")  # GPU actors (logical GPUs; the models run on CPU)
+    # GPU actors (logical GPUs; the models run on CPU), as many as the nodes hold.
+    data["render"].update(reseed=reseed, device="auto", workers=0)
     data["dispatch"] = {"state_every": 1, **dispatch}
     return data
 

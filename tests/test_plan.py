@@ -50,3 +50,32 @@ def test_too_long_prompt_is_an_error_naming_the_scene():
 def test_story_without_sentences_is_an_error():
     with pytest.raises(SpecError, match=r"^story\.text:"):
         plan_film(spec_from_dict({"title": "t", "story": {"text": "   ...   "}}))
+
+
+def test_prompt_tokens_are_counted_as_open_clips_tokenizer_counts_them():
+    """farm's torch-free count against open_clip's own tokenizer, on prompts of every kind."""
+    from open_clip.tokenizer import _tokenizer
+
+    from farm.spec import load_spec
+
+    from conftest import EXAMPLE
+
+    texts = [s.visual_prompt for s in load_spec(EXAMPLE).scenes] + [
+        "a cat", "A  CAT\tin   the\nsnow", "", "   ", "don't stop: it's 3.14159 o'clock!!!",
+        "ユキタルディグラダ、氷河の雪どけ水の中で", "Ça café naïve façade — «quotes» & more",
+        "&amp;lt;b&amp;gt; html &eacute;", "emoji 🐻‍❄️ and ✨✨✨", "snake_case-and-kebab-case/with/slashes",
+        "<start_of_text>marked<end_of_text>", "supercalifragilisticexpialidocious " * 5, "x" * 300,
+    ]
+    assert [clip_token_count(t) for t in texts] == [len(_tokenizer.encode(t)) for t in texts]
+    # By hand: two whole words in CLIP's vocabulary are two tokens; nothing is none.
+    assert clip_token_count("a cat") == 2 and clip_token_count("  ") == 0
+
+
+def test_counting_prompt_tokens_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from farm.writing.plan import clip_token_count; "
+            "n = clip_token_count('a furry white yeti tardigrade'); print(n, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(clip_token_count("a furry white yeti tardigrade")), "False"]

@@ -51,7 +51,8 @@ def test_a_worker_record_changes_state_only_as_drawn():
 
 
 def pool_for(messages, events, **render):
-    spec = spec_from_dict(tiny_film("Pool Film", scenes=2), overrides=[f"render.{k}={v}" for k, v in render.items()])
+    settings = {"workers": 0, **render}
+    spec = spec_from_dict(tiny_film("Pool Film", scenes=2), overrides=[f"render.{k}={v}" for k, v in settings.items()])
     return WorkerPool(spec, messages.append, lambda event, **fields: events.append((event, fields)), joined=False)
 
 

@@ -1,7 +1,8 @@
 """Story -> scenes: the offline splitter, and the prompt checks every plan goes through.
 
 A scene's visual prompt must fit CLIP's context: at most 75 tokens (77 less the
-start and end markers), counted with open_clip's own tokenizer.
+start and end markers), counted with CLIP's own byte-pair merges (farm.writing.tokens,
+which needs no torch).
 """
 
 from __future__ import annotations
@@ -11,16 +12,11 @@ import re
 
 from farm.errors import SpecError
 from farm.spec import READING_WORDS_PER_SECOND, FilmSpec, SceneSpec, reading_words
+from farm.writing.tokens import clip_token_count
 
 CLIP_MAX_TOKENS = 75
 # The splitter groups sentences until a scene reads for about this long.
 TARGET_SCENE_SECONDS = 5.0
-
-
-def clip_token_count(text: str) -> int:
-    from open_clip.tokenizer import _tokenizer  # the BPE tokenizer CLIP was trained with
-
-    return len(_tokenizer.encode(text))
 
 
 def fit_prompt(text: str, limit: int = CLIP_MAX_TOKENS) -> str:
