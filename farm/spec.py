@@ -395,6 +395,10 @@ class DispatchSpec:
     for this film (the manifest lists it with the reason)."""
     in_flight: int = 8
     """Frames a worker may have sent that the driver has not taken yet (stream back-pressure)."""
+    keep_workers: bool = False
+    """Keep the film's idle render workers, models loaded, for the next film this process renders
+    on the same Ray cluster with the same models (a script or notebook rendering several films);
+    they hold their GPUs or CPUs meanwhile. false: workers stop with the film."""
 
     def validate(self, path: str) -> None:
         if self.state_every < 0:

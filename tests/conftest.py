@@ -25,8 +25,9 @@ def tiny_film(title: str = "Tiny Test Film", scenes: int = 3, duration: float = 
 
     Plain cuts and no narration unless ``video`` asks (so frame counts are the scenes' sum);
     tests of transitions and narration set them. One render worker unless ``workers`` says
-    otherwise (0: as many as the cluster holds): each worker is a process that imports torch,
-    open_clip and BigGAN, seconds of CPU a test that is not about workers need not pay.
+    otherwise (0: as many as the cluster holds), kept loaded for the module's next film
+    (``dispatch.keep_workers``): each worker is a process that imports torch, open_clip and
+    BigGAN, seconds a test that is not about workers need not wait for.
     """
     prompts = ["a hairy tardigrade in the snow", "a frozen valley at night", "a ball of white fur sleeping",
                "a moss leaf on a glacier", "snow falling like stars"]
@@ -37,6 +38,7 @@ def tiny_film(title: str = "Tiny Test Film", scenes: int = 3, duration: float = 
                     "duration": duration} for i in range(scenes)],
         "video": {"fps": fps, "transition": "cut", "narration": "none", **(video or {})},
         "render": {"preset": "tiny", "cutouts": 2, "warmup_steps": 1, "anchor_steps": 2, "workers": 1, **render},
+        "dispatch": {"keep_workers": True},
     }
 
 

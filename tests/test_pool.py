@@ -50,9 +50,9 @@ def test_a_worker_record_changes_state_only_as_drawn():
     assert worker.state == "gone"
 
 
-def pool_for(messages, events, **render):
-    settings = {"workers": 0, **render}
-    spec = spec_from_dict(tiny_film("Pool Film", scenes=2), overrides=[f"render.{k}={v}" for k, v in settings.items()])
+def pool_for(messages, events, keep=False, **render):
+    settings = {"render.workers": 0, "dispatch.keep_workers": keep, **{f"render.{k}": v for k, v in render.items()}}
+    spec = spec_from_dict(tiny_film("Pool Film", scenes=2), overrides=[f"{k}={v}" for k, v in settings.items()])
     return WorkerPool(spec, messages.append, lambda event, **fields: events.append((event, fields)), joined=False)
 
 
@@ -127,3 +127,28 @@ def test_a_cpu_count_the_cluster_lacks_is_one_line(ray_cluster):
     pool = pool_for([], [], device="cpu", cpus_per_worker=3)
     with pytest.raises(ClusterError, match="render.cpus_per_worker: 3 CPUs asked, the cluster has 2"):
         pool.start(1, QuickWorker)
+
+
+def test_kept_workers_serve_the_next_film_with_the_same_models_and_no_other(ray_cluster):
+    from farm.driver import pool as pool_module
+
+    events = []
+    first = pool_for([], events, keep=True, device="cpu")
+    first.start(2, QuickWorker)
+    load_all(first)
+    actors = {id(w.actor) for w in first.workers}
+    first.stop()
+    assert not first.workers and sum(len(v) for v in pool_module.KEPT.values()) == 2
+    events.clear()
+    second = pool_for([], events, keep=True, device="cpu")
+    second.start(2, QuickWorker)
+    # Ready at once, the same actors: nothing started, nothing to load.
+    assert {id(w.actor) for w in second.workers} == actors and not second.loading()
+    assert [(e, f["state"], f.get("kept")) for e, f in events if e == "worker"] == [("worker", "ready", True)] * 2
+    second.stop()
+    other = pool_for([], [], keep=True, device="cpu", cpus_per_worker=2)  # loaded otherwise: of no use
+    other.start(1, QuickWorker)
+    assert not any(id(w.actor) in actors for w in other.workers) and not pool_module.KEPT
+    load_all(other)
+    other.stop()
+    pool_module.KEPT.clear()

@@ -29,6 +29,9 @@ from farm.spec import FilmSpec
 # Replacing dead workers is free for the scenes, but not endless.
 MAX_WORKER_REPLACEMENTS = 20
 BALANCE_EVERY_S = 1.0
+# Idle workers kept loaded after a film (dispatch.keep_workers), for the next film of this process:
+# by the Ray cluster and job they belong to (a worker dies with its job) and what they were loaded with.
+KEPT: dict[tuple, list["Worker"]] = {}
 
 WorkerState = Literal["loading", "idle", "busy", "gone"]
 
@@ -165,8 +168,37 @@ class WorkerPool:
         from farm.driver.worker import SceneWorker
 
         self.choose_mode()
-        self.actor_class = self.ray.remote(worker_class or SceneWorker)
+        self.worker_class = worker_class or SceneWorker
+        self.actor_class = self.ray.remote(self.worker_class)
+        # Kept workers loaded otherwise serve no worker of this film, and hold what its workers need.
+        key = self.kept_key()
+        for other in [k for k in KEPT if k != key]:
+            for worker in KEPT.pop(other):
+                if other[0] == key[0]:  # of this very job: alive, and in the way
+                    self.kill(worker)
         self.balance(wanted, force=True)
+
+    def kept_key(self) -> tuple:
+        """What a kept worker must have been loaded with to serve this film."""
+        r = self.spec.render
+        context = self.ray.get_runtime_context()
+        return ((context.gcs_address, context.get_job_id()), self.worker_class, repr(self.spec.models),
+                self.spec.video.size, r.device, self.mode, r.cpus_per_worker, r.gpus_per_worker)
+
+    def take_kept(self, node_id: str) -> Optional[Worker]:
+        """A worker an earlier film of this process kept on ``node_id``, now this pool's."""
+        kept = KEPT.get(self.kept_key(), [])
+        for worker in kept:
+            if worker.node == node_id:
+                kept.remove(worker)
+                self.workers.append(worker)
+                self.history.append(worker.info)
+                self.say(f"worker ready on {worker.label} ({worker.info['device']}), kept from the last film; "
+                         f"{len(self.ready)} in the pool")
+                self.emit("worker", state="ready", node=worker.node, host=worker.info["host"],
+                          pid=worker.info["pid"], workers=len(self.ready), kept=True)
+                return worker
+        return None
 
     def balance(self, wanted: int, force: bool = False) -> None:
         """Workers for ``wanted`` jobs at most, on the live nodes that are not avoided."""
@@ -202,7 +234,8 @@ class WorkerPool:
                 if by_node[node_id]:
                     order.append((node_id, by_node[node_id].pop()))
         for node_id, options in order[: max(0, wanted - len(self.workers))]:
-            self.add(node_id, options)
+            if self.take_kept(node_id) is None:
+                self.add(node_id, options)
 
     def ask_autoscaler(self, wanted: int) -> None:
         if not self.joined or wanted == self.requested:
@@ -245,15 +278,18 @@ class WorkerPool:
 
     # --- losing workers -----------------------------------------------------------------------
 
+    def kill(self, worker: Worker) -> None:
+        try:
+            self.ray.kill(worker.actor, no_restart=True)
+        except Exception:  # already gone with its node, or with its job
+            pass
+        worker.gone()
+
     def drop(self, worker: Worker, reason: Optional[str]) -> None:
         """Forget a worker and stop its actor; the next balance starts others where there is room."""
         if worker in self.workers:
             self.workers.remove(worker)
-        worker.gone()
-        try:
-            self.ray.kill(worker.actor, no_restart=True)
-        except Exception:  # already gone with its node
-            pass
+        self.kill(worker)
         if reason:
             self.emit("worker", state="dropped", node=worker.node, host=worker.info.get("host"), reason=reason,
                       workers=len(self.ready))
@@ -298,12 +334,16 @@ class WorkerPool:
                                + "; ".join(f"{n[:12]}: {why}" for n, why in self.bad.items()))
 
     def stop(self) -> None:
+        """Stop every worker, or with ``dispatch.keep_workers`` keep the idle ones for the next film."""
+        if self.spec.dispatch.keep_workers and self.mode:
+            key = self.kept_key()
+            for stale in [k for k in KEPT if k[0] != key[0]]:  # workers of a job that ended are gone
+                del KEPT[stale]
+            for worker in self.idle:
+                self.workers.remove(worker)
+                KEPT.setdefault(key, []).append(worker)
         for worker in list(self.workers):
-            try:
-                self.ray.kill(worker.actor, no_restart=True)
-            except Exception:
-                pass
-            worker.gone()
+            self.kill(worker)
         self.workers.clear()
         if self.joined and self.requested > 0:
             from ray.autoscaler.sdk import request_resources
