@@ -65,7 +65,7 @@ def head():
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # our own process group only
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=3)  # `ray start --block` takes longer than this to stop its children
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
