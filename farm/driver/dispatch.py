@@ -58,7 +58,8 @@ class Dispatcher:
         self.scenes_rendered = 0
         self.last_save = 0.0
         self.last_notice = time.monotonic()
-        self.frames_total = sum(spec.frames_per_scene())
+        self.counts = spec.frames_per_scene()
+        self.frames_total = sum(self.counts)
         self.frames_done = store.manifest.frames_done
         self.frames_this_run = 0
         self.first_frame_at: Optional[float] = None
@@ -81,7 +82,7 @@ class Dispatcher:
             self.waiting.remove(job)
             worker = self.pool.take(f"{job.kind} {job.scene + 1}")
             init = self.latents.get(job.start_from) if job.start_from and resume is None else None
-            settings, prompt, seed, frames = job_arguments(self.spec, job, self.spec.frames_per_scene())
+            settings, prompt, seed, frames = job_arguments(self.spec, job, self.counts)
             stream = worker.actor.render.options(
                 num_returns="streaming", _generator_backpressure_num_objects=self.spec.dispatch.in_flight,
             ).remote(settings, prompt, seed, frames, init, resume[1] if resume else None,
