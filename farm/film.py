@@ -47,8 +47,8 @@ def make_film(phrase: str, out: str | Path = "out", preset: Optional[str] = None
               candidates: Optional[int] = None, overrides: Sequence[str] = (), address: Optional[str] = None,
               ask: Optional[Callable[[str], str]] = None, say: Optional[Callable[[str], None]] = None,
               environ: Optional[Mapping[str, str]] = None, new: bool = False,
-              show_to: Optional[Callable[[str], None]] = None) -> Any:
-    """Story, plan, render and stitch; returns render_film's FilmResult."""
+              show_to: Optional[Callable[[str], None]] = None) -> FilmResult:
+    """Story, plan, render and stitch: what render_film returns."""
     say = say or (lambda message: None)
     environ = os.environ if environ is None else environ
     # 1. Check the inputs before anything is asked of a server.
