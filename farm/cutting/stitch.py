@@ -17,7 +17,7 @@ from farm.cutting.film import FilmCutter, StitchResult, plan_cut
 from farm.cutting.timeline import transition_frames
 from farm.cutting.tools import find_ffmpeg
 from farm.errors import InputError, SpecError
-from farm.folder.layout import SPEC_NAME, bridge_path, frame_path, write_film_yaml
+from farm.folder.layout import SPEC_NAME, bridge_on_disk, frame_path, write_film_yaml
 from farm.spec import FilmSpec, spec_from_dict
 
 
@@ -51,8 +51,7 @@ def check_frames(spec: FilmSpec, film_dir: Path) -> None:
 
 def bridges_on_disk(spec: FilmSpec, film_dir: Path) -> bool:
     t = transition_frames(spec.video.fps, spec.video.transition_seconds)
-    return all(bridge_path(film_dir, k, i).is_file()
-               for k in range(len(spec.scenes) - 1) for i in range(t))
+    return all(bridge_on_disk(film_dir, k, t) for k in range(len(spec.scenes) - 1))
 
 
 def stitch_film(film_dir: str | Path, overrides: Sequence[str] = (),

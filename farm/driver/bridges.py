@@ -13,7 +13,7 @@ from typing import Any, Callable
 from farm.driver.latents import LatentBook
 from farm.driver.store import FilmStore
 from farm.errors import RenderError
-from farm.folder.layout import bridge_path
+from farm.folder.layout import bridge_files, bridge_on_disk, bridge_path
 from farm.spec import FilmSpec
 
 
@@ -27,11 +27,11 @@ class Bridges:
         self.asked: dict[int, Any] = {}  # bridge after scene k -> the worker's answer
 
     def on_disk(self, k: int) -> bool:
-        return all(bridge_path(self.store.path, k, i).is_file() for i in range(self.frames))
+        return bridge_on_disk(self.store.path, k, self.frames)
 
     def forget(self, k: int) -> None:
         """The bridge after scene k is stale (one of its scenes is rendered again)."""
-        for path in self.store.scene_dir(k).glob("bridge_*.png"):
+        for path in bridge_files(self.store.path, k):
             self.store.remove(path)
 
     def missing(self) -> list[int]:

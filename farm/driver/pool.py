@@ -192,11 +192,7 @@ class WorkerPool:
             if worker.node == node_id:
                 kept.remove(worker)
                 self.workers.append(worker)
-                self.history.append(worker.info)
-                self.say(f"worker ready on {worker.label} ({worker.info['device']}), kept from the last film; "
-                         f"{len(self.ready)} in the pool")
-                self.emit("worker", state="ready", node=worker.node, host=worker.info["host"],
-                          pid=worker.info["pid"], workers=len(self.ready), kept=True)
+                self.announce(worker, kept=True)
                 return worker
         return None
 
@@ -271,10 +267,16 @@ class WorkerPool:
             self.lost(worker, f"a worker died while loading ({type(exc).__name__})")
             return
         worker.ready(info)
+        self.announce(worker)
+
+    def announce(self, worker: Worker, kept: bool = False) -> None:
+        """A worker is ready in this pool: in the run's history, said, and emitted."""
+        info = worker.info
         self.history.append(info)
-        self.say(f"worker ready on {worker.label} ({info['device']}); {len(self.ready)} in the pool")
+        self.say(f"worker ready on {worker.label} ({info['device']}){', kept from the last film' if kept else ''}; "
+                 f"{len(self.ready)} in the pool")
         self.emit("worker", state="ready", node=info["node"], host=info["host"], pid=info["pid"],
-                  workers=len(self.ready))
+                  workers=len(self.ready), **({"kept": True} if kept else {}))
 
     # --- losing workers -----------------------------------------------------------------------
 

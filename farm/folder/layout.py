@@ -44,6 +44,16 @@ def bridge_path(film_dir: Path, scene: int, frame: int) -> Path:
     return scene_dir(film_dir, scene) / BRIDGE_NAME.format(frame)
 
 
+def bridge_on_disk(film_dir: Path, scene: int, frames: int) -> bool:
+    """Every one of the ``frames`` frames of the morph bridge after scene ``scene`` is on disk."""
+    return all(bridge_path(film_dir, scene, i).is_file() for i in range(frames))
+
+
+def bridge_files(film_dir: Path, scene: int) -> list[Path]:
+    """The frames on disk of the morph bridge after scene ``scene``."""
+    return sorted(scene_dir(film_dir, scene).glob(BRIDGE_NAME.replace("{:05d}", "*")))
+
+
 def segments_dir(film_dir: Path) -> Path:
     return Path(film_dir) / "segments"
 
