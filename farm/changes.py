@@ -23,8 +23,8 @@ from farm.errors import SpecError
 from farm.spec import SceneSpec, build
 
 # video.* settings that change how frames are joined, not the frames.
-JOIN_SETTINGS = frozenset({"transition", "transition_seconds", "subtitles", "codec", "crf", "preset", "pix_fmt",
-                           "narration", "voice", "speech_model", "speech_base_url", "speech_api_key_env"})
+JOIN_SETTINGS = frozenset({"display_size", "transition", "transition_seconds", "subtitles", "codec", "crf", "preset",
+                           "pix_fmt", "narration", "voice", "speech_model", "speech_base_url", "speech_api_key_env"})
 EXECUTION_ONLY = {
     "render": frozenset({"workers", "cpus_per_worker", "gpus_per_worker", "retries"}),
     "video": frozenset({"ffmpeg"}),

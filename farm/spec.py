@@ -136,6 +136,9 @@ class VideoSpec:
     fps: int = 12
     size: int = 256
     """Side of the square frame in pixels; BigGAN makes 128, 256 or 512."""
+    display_size: Optional[int] = None
+    """Side of the film as played: the stitcher scales the frames to it (Lanczos) in ffmpeg's filter
+    graph; the frames on disk stay at ``size``. Empty: ``size``."""
     transition: Literal["cut", "crossfade", "morph"] = "crossfade"
     """How scene k meets scene k+1. crossfade: their ends overlap, blended (the film is shorter);
     morph: BigGAN bridge frames inserted between them (longer); cut: neither."""
@@ -166,12 +169,20 @@ class VideoSpec:
     ffmpeg: Optional[str] = None
     """Path to an ffmpeg binary; default: imageio-ffmpeg's, else ffmpeg on PATH."""
 
+    @property
+    def played_size(self) -> int:
+        """Side of the film as played: ``display_size``, else ``size``."""
+        return self.display_size or self.size
+
     def validate(self, path: str) -> None:
         if not 1 <= self.fps <= 120:
             raise SpecError(f"{path}.fps", f"must be between 1 and 120 frames per second, got {self.fps!r}")
         if self.size not in GENERATOR_SIZES:
             sizes = ", ".join(map(str, GENERATOR_SIZES))
             raise SpecError(f"{path}.size", f"{self.size!r} is not a size BigGAN can make (one of {sizes})")
+        if self.display_size is not None and not (16 <= self.display_size <= 4096 and self.display_size % 2 == 0):
+            raise SpecError(f"{path}.display_size",
+                            f"must be an even number of pixels from 16 to 4096 (or empty), got {self.display_size!r}")
         if not 0 <= self.crf <= 51:
             raise SpecError(f"{path}.crf", f"must be between 0 and 51, got {self.crf!r}")
         if not 0 <= self.transition_seconds <= 10:

@@ -89,7 +89,7 @@ def plain_command(spec, film_dir: Path, exe: str, timeline) -> list[str]:
     for k in range(timeline.scenes):
         args += ["-framerate", str(fps), "-i", str(scene_dir(film_dir, k) / "frame_%05d.png")]
     ass = film_dir / "plain.ass"
-    ass.write_text(make_ass(cues([s.narration for s in spec.scenes], timeline), spec.video.size, burn=False))
+    ass.write_text(make_ass(cues([s.narration for s in spec.scenes], timeline), spec.video.played_size, burn=False))
     args += ["-i", str(ass)]
     chains, last, length = [], "0:v", timeline.frames[0]
     for k in range(1, timeline.scenes):

@@ -103,7 +103,8 @@ class FilmCutter:
         self.exe = exe
         self.say = say
         video = self.spec.video
-        self.encoding = Encoding(video.fps, video.size, video.codec, video.crf, video.preset, video.pix_fmt)
+        self.encoding = Encoding(video.fps, video.size, video.played_size, video.codec, video.crf, video.preset,
+                                 video.pix_fmt)
         self.cues = cues([s.narration for s in self.spec.scenes], self.timeline)
         self.burn = video.subtitles == "burn"
         self.folder = segments_dir(self.film_dir)
@@ -217,9 +218,9 @@ class FilmCutter:
         soft = None
         if self.spec.video.subtitles == "soft":
             soft = self.folder / "soft.ass"
-            atomic_write(soft, make_ass(self.cues, self.spec.video.size, burn=False).encode())
+            atomic_write(soft, make_ass(self.cues, self.spec.video.played_size, burn=False).encode())
         video = join(files, self.film_dir / "film.mp4", self.exe, self.spec.video.codec, audio, soft)
-        self.checked = verify_film(video, self.timeline, self.spec.video.size, self.spec.video.codec,
+        self.checked = verify_film(video, self.timeline, self.spec.video.played_size, self.spec.video.codec,
                                    audio=audio is not None, subtitles=soft is not None)
         keep = set(files) | {p for p in (audio, soft) if p is not None}
         self.tidy(keep)

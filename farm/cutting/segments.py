@@ -71,7 +71,8 @@ class Piece:
 @dataclass(frozen=True)
 class Encoding:
     fps: int
-    size: int
+    size: int  # the frames' side, as rendered
+    display_size: int  # the film's side, as played: the frames are scaled to it (Lanczos)
     codec: str
     crf: int
     preset: str
@@ -122,8 +123,10 @@ def encode_piece(piece: Piece, encoding: Encoding, burn: Sequence[Cue], out: Pat
         else:
             last = "s0"
         tail = f"[{last}]"
+        if encoding.display_size != encoding.size:  # before the subtitles, so their text is drawn at full size
+            tail += f"scale={encoding.display_size}:{encoding.display_size}:flags=lanczos,"
         if burn:
-            (work / "cues.ass").write_text(make_ass(burn, encoding.size, burn=True), encoding="utf-8")
+            (work / "cues.ass").write_text(make_ass(burn, encoding.display_size, burn=True), encoding="utf-8")
             tail += "subtitles=filename=cues.ass,"
         chains.append(tail + f"format={encoding.pix_fmt}[v]")
         tmp = out.with_name(f".{out.name}.tmp.mp4")
