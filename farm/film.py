@@ -35,6 +35,7 @@ from farm.driver.progress import Reporter
 from farm.driver.render import render_frames
 from farm.driver.store import FilmStore
 from farm.errors import OutputConflictError
+from farm.folder.events import EventLog
 from farm.folder.layout import SPEC_NAME, write_film_yaml
 from farm.spec import FilmSpec, load_spec, spec_from_dict
 from farm.writing.plan import plan_film
@@ -127,20 +128,41 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
         report.say(f"the spec changed ({', '.join(store.changed)}); scenes rendered again: {touched}")
     if resume:
         report.say(f"resuming: {store.summary()}")
-    # 4. Render what is missing; each scene's pieces are encoded as soon as it is on disk.
+    # 4. Render what is missing; each scene's pieces are encoded as soon as it is on disk. Every
+    #    event goes to the film's folder too (events.jsonl), for farm serve to watch.
+    log = EventLog(store.path)
+    log.run_started()
+    report.events = _both(events, log.append)
     cutter = FilmCutter(cut, store.path, exe, report.say)
     try:
-        rendered = render_frames(spec, store, address, report, on_scene=cutter.scene_ready,
-                                 on_bridge=cutter.bridge_ready, bridge_frames=cut.bridge_frames)
-    except BaseException:
-        cutter.close()
+        try:
+            rendered = render_frames(spec, store, address, report, on_scene=cutter.scene_ready,
+                                     on_bridge=cutter.bridge_ready, bridge_frames=cut.bridge_frames)
+        except BaseException:
+            cutter.close()
+            raise
+        # 5. Cut: join the pieces, check the film, subtitles and pictures; the spec with its timeline.
+        stitched = cutter.finish()
+        store.write_spec(spec, stitched.timeline.to_dict())
+    except BaseException as exc:
+        # An error is a failed run; an interrupt (Ctrl-C, a stopped job) a stopped one.
+        log.run_ended("failed" if isinstance(exc, Exception) else "stopped",
+                      (str(exc).splitlines() or [type(exc).__name__])[0])
         raise
-    # 5. Cut: join the pieces, check the film, subtitles and pictures; the spec with its timeline.
-    stitched = cutter.finish()
-    store.write_spec(spec, stitched.timeline.to_dict())
+    log.run_ended("finished")
     store.publish_new()  # a remote film store gets what ffmpeg made here
     if store.remote:
         report.say(f"film stored: {store.location}/film.mp4")
     return FilmResult(path=store.path, video=stitched.video, subtitles=stitched.srt, frames=stitched.timeline.total,
                       scenes_rendered=rendered.scenes_rendered, seconds=time.perf_counter() - started,
                       workers=rendered.workers, location=store.location)
+
+
+def _both(first: Optional[Callable[[dict[str, Any]], None]],
+          second: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def emit(event: dict[str, Any]) -> None:
+        second(event)
+        if first is not None:
+            first(event)
+
+    return emit

@@ -1,11 +1,12 @@
 """Where a film's files live in its folder, and how they are written (atomically).
 
     <film>/
-      film.yaml  manifest.json
+      film.yaml  manifest.json  events.jsonl   the spec, the scenes' records, the runs' progress events
       scenes/NNN/frame_00000.png ...   a scene's frames (and the driver's latents and state)
       scenes/NNN/bridge_00000.png ...  morph bridge frames from scene NNN to the next
       segments/                        encoded pieces (derived: safe to delete), narration audio
       film.mp4  film.srt  film.vtt  contact.png  poster.png
+      candidates/candidate_K.yaml      farm film's stories (farm.writing.story)
 
 The driver writes frames, the cutter reads them and writes the film; both take the
 names from here. ``film.yaml`` has one writer, :func:`write_film_yaml`.
@@ -29,6 +30,13 @@ FRAME_NAME = "frame_{:05d}.png"
 FRAME_PATTERN = "frame_%05d.png"  # the same name as ffmpeg's image2 pattern
 BRIDGE_NAME = "bridge_{:05d}.png"
 BRIDGE_PATTERN = "bridge_%05d.png"
+EVENTS_NAME = "events.jsonl"  # farm.folder.events: every run's progress events, one JSON object a line
+VIDEO_NAME = "film.mp4"
+SRT_NAME = "film.srt"
+VTT_NAME = "film.vtt"
+CONTACT_NAME = "contact.png"
+POSTER_NAME = "poster.png"
+CANDIDATES_DIR = "candidates"
 
 
 def scene_dir(film_dir: Path, index: int) -> Path:
