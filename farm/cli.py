@@ -167,6 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     film.add_argument("--quiet", action="store_true", help="print only the film's path")
     film.set_defaults(handler=cmd_film)
 
+    serve = commands.add_parser(
+        "serve", help="a web page to watch films being made under OUT, and to play them",
+        description="Serve every film folder under OUT (read-only): an index of the films, a page per film "
+                    "(frame bar, newest frames, story, scenes, spec, the finished film with its subtitles), "
+                    "live while renders write into OUT, and a JSON API (/api/films, /api/films/NAME).")
+    serve.add_argument("out", nargs="?", default=FILMS_DIR, metavar="OUT",
+                       help="the folder the films' folders are in, as farm render --out (default: %(default)s)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: %(default)s, this machine only; reach it from "
+                            "elsewhere through an ssh tunnel)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s; 0: a free one)")
+    serve.set_defaults(handler=cmd_serve)
+
     weights = commands.add_parser(
         "weights", help="fetch or check the pretrained weights a preset or film needs",
         description="Pretrained CLIP and BigGAN weights: `fetch` downloads them (where there is internet) into "
@@ -305,6 +318,16 @@ def cmd_weights(args: argparse.Namespace) -> int:
     for item, path in weights.fetch(models, preset, Path(args.to) if args.to else None):
         if item.kind != "builtin":
             print(f"{item.field}: {path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from farm.serve.app import serve
+
+    try:
+        serve(args.out, host=args.host, port=args.port, say=_say)
+    except KeyboardInterrupt:
+        _say("farm serve: stopped")
     return 0
 
 
