@@ -24,7 +24,8 @@ import yaml
 
 from farm.cli import main
 from farm.folder.events import EventLog, read_events
-from farm.folder.layout import EVENTS_NAME, SPEC_NAME, frame_path, write_film_yaml
+from farm.folder.layout import EVENTS_NAME, MANIFEST_NAME, SPEC_NAME, frame_path, write_film_yaml
+from farm.folder.manifest import Manifest
 from farm.serve.app import Server
 from farm.serve.films import Films
 from farm.spec import spec_from_dict
@@ -176,8 +177,8 @@ def test_the_frame_bar_advances_while_the_film_renders(server, render, browser, 
     assert browser.execute_script("return window.sameDocument") is True
     assert browser.find_element("id", "state").text == "rendering"
     # The newest frame of a running scene is on the page, and it is a frame on disk.
-    shot = wait_for(lambda: browser.find_elements("css selector", "#running figure img"), 30, 0.05)[0]
-    src = shot.get_attribute("src")
+    src = wait_for(lambda: browser.execute_script(
+        "const img = document.querySelector('#running figure img'); return img && img.src"), 30, 0.05)
     assert "/files/frost-bar/scenes/" in src and browser.execute_script(
         "return fetch(arguments[0]).then(r => r.status)", src) == 200
     browser.save_screenshot(str(tmp_path / "rendering.png"))
@@ -185,21 +186,43 @@ def test_the_frame_bar_advances_while_the_film_renders(server, render, browser, 
         shutil.copy(tmp_path / "rendering.png", os.environ["FARM_SERVE_SCREENSHOT"])
 
 
+def index_rows(browser) -> dict[str, dict]:
+    return browser.execute_script(
+        "return Object.fromEntries(Array.from(document.querySelectorAll('#films tr.film'), r => [r.dataset.name,"
+        "{title: r.querySelector('.title').textContent, state: r.querySelector('.state').textContent,"
+        " progress: r.querySelector('.progress').textContent, poster: !!r.querySelector('img.poster')}]))")
+
+
 def test_the_index_lists_the_films_with_their_states(server, render, planned, browser):
-    browser.get(server.url + "/")
-    rows = {r.get_attribute("data-name"): r for r in browser.find_elements("css selector", "#films tr.film")}
-    assert set(rows) == {"frost-bar", planned.name}
-    assert rows[planned.name].find_element("css selector", ".title").text == EVIL  # markup shown as text
-    assert rows[planned.name].find_element("css selector", ".state").text == "planned"
-    assert rows["frost-bar"].find_element("css selector", ".state").text in ("rendering", "done")
-    assert browser.execute_script("return typeof window.pwned") == "undefined"
+    process, folder, _ = render
+    film_tab = browser.current_window_handle  # the film page stays open there for the next test
+    browser.switch_to.new_window("tab")
+    try:
+        browser.get(server.url + "/")
+        drawn = index_rows(browser)  # as the server drew it
+        wait_for(lambda: browser.execute_script("return Number(document.body.dataset.updates || 0)") > 0, 10)
+        for rows in (drawn, index_rows(browser)):  # and as the page's script keeps it
+            assert set(rows) == {"frost-bar", planned.name}
+            assert rows[planned.name]["title"] == EVIL  # markup shown as text
+            assert rows[planned.name]["state"] == "planned" and not rows[planned.name]["poster"]
+            assert rows[planned.name]["progress"] == "0/8 frames, 0/2 scenes done"
+            assert rows["frost-bar"]["title"] == RENDERED
+        assert browser.execute_script("return typeof window.pwned") == "undefined"
+        # The rendering film's row moves on in the open page.
+        if drawn["frost-bar"]["state"] == "rendering":
+            wait_for(lambda: index_rows(browser)["frost-bar"]["progress"] != drawn["frost-bar"]["progress"], 60)
+        assert list(index_rows(browser)) == ["frost-bar", planned.name]  # changed last, first
+    finally:
+        browser.close()
+        browser.switch_to.window(film_tab)
 
 
 def test_the_finished_film_plays_with_its_subtitle_track(server, render, browser):
     process, folder, _ = render
-    browser.get(f"{server.url}/films/{folder.name}")
+    if not browser.current_url.endswith(f"/films/{folder.name}"):  # this test alone
+        browser.get(f"{server.url}/films/{folder.name}")
     assert process.wait(timeout=90) == 0, process.stderr.read()
-    # The open page draws itself anew when the film is done: the player is there, no reload asked.
+    # The page left open while the film rendered draws itself anew when the film is done.
     video = wait_for(lambda: browser.find_elements("id", "video"), 10)[0]
     assert browser.find_element("id", "state").text == "done"
     track = video.find_element("css selector", "track")
@@ -217,6 +240,8 @@ def test_the_finished_film_plays_with_its_subtitle_track(server, render, browser
     assert set(links) == {"film.mp4", "film.srt", "film.vtt", "frames.zip"}
     assert browser.find_element("css selector", "#contact img").get_attribute("naturalWidth") != "0"
     assert len(browser.find_elements("css selector", "#bar .cell.written")) == SCENES * SECONDS * FPS
+    browser.get(server.url + "/")
+    assert index_rows(browser)["frost-bar"]["state"] == "done" and index_rows(browser)["frost-bar"]["poster"]
 
 
 def test_a_title_of_markup_shows_as_text(server, planned, browser):
@@ -395,15 +420,23 @@ def test_a_films_record_is_read_again_only_when_its_files_change(planned, out):
     films = Films(out)
     first = films.film(planned.name)
     assert films.film(planned.name)["scenes"] is first["scenes"]  # nothing changed: kept
-    frame = frame_path(planned, 0, 0)
-    frame.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_bytes(b"\x89PNG not really")
+    manifest = Manifest.new(planned.name, [4, 4])
+    manifest.scenes[0].started("here node 1")
+    (planned / MANIFEST_NAME).write_text(manifest.to_json())
     try:
-        again = films.film(planned.name)
-        assert again["scenes"] is not first["scenes"] and again["scenes"][0]["frames_written"] == 1
-        assert again["scenes"][0]["newest"] == f"/files/{planned.name}/scenes/000/frame_00000.png"
+        for count in (1, 2):  # a frame on disk (not yet in the manifest) of a running scene
+            frame = frame_path(planned, 0, count - 1)
+            frame.parent.mkdir(parents=True, exist_ok=True)
+            frame.write_bytes(b"\x89PNG not really")
+            again = films.film(planned.name)
+            scene = again["scenes"][0]
+            assert (scene["state"], scene["frames_written"], again["frames_done"]) == ("running", count, count)
+            assert scene["newest"] == f"/files/{planned.name}/scenes/000/frame_{count - 1:05d}.png"
+        assert again["state"] == "rendering"  # no events.jsonl: a fresh manifest says so
+        assert films.film(planned.name)["scenes"] is again["scenes"]
     finally:
         shutil.rmtree(planned / "scenes")
+        (planned / MANIFEST_NAME).unlink()
 
 
 def test_the_events_file_is_read_by_whole_lines(tmp_path):

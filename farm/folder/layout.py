@@ -39,8 +39,13 @@ POSTER_NAME = "poster.png"
 CANDIDATES_DIR = "candidates"
 
 
+def scene_dir_name(index: int) -> str:
+    """``scenes/NNN``: scene ``index``'s folder, relative to the film's (a string: cheap for 1,000 scenes)."""
+    return f"scenes/{index:03d}"
+
+
 def scene_dir(film_dir: Path, index: int) -> Path:
-    return Path(film_dir) / "scenes" / f"{index:03d}"
+    return Path(film_dir) / scene_dir_name(index)
 
 
 def frame_path(film_dir: Path, scene: int, frame: int) -> Path:

@@ -38,7 +38,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 POLL_S = 0.25  # how often an event stream looks at its film's files
 RESEND_S = 2.0  # a rendering film's record is sent at least this often (elapsed and ETA move)
 PING_S = 15.0  # a comment line keeps idle streams (and proxies in between) open
-LIVE_FIELDS_LEFT_OUT = ("spec", "story", "candidates", "timeline", "watch")
+LIVE_FIELDS_LEFT_OUT = ("spec", "spec_text", "story", "candidates", "timeline", "watch")
 FILMS = web.AppKey("films", Films)
 CLOSING = web.AppKey("closing", asyncio.Event)
 
@@ -117,7 +117,7 @@ async def film(request: web.Request) -> web.Response:
 async def api_film(request: web.Request) -> web.Response:
     record = record_or_404(request, api=True)
     return record if isinstance(record, web.Response) else json_response({k: v for k, v in record.items()
-                                                                          if k != "watch"})
+                                                                          if k not in ("watch", "spec_text")})
 
 
 # --- live ---------------------------------------------------------------------------------------------

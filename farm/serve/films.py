@@ -38,8 +38,7 @@ from farm.folder.layout import (
     SRT_NAME,
     VIDEO_NAME,
     VTT_NAME,
-    frame_path,
-    scene_dir,
+    scene_dir_name,
 )
 from farm.folder.manifest import Manifest
 
@@ -50,6 +49,7 @@ FRAME_CELLS_MAX = 600
 REMOTE_RUN_SILENCE_S = 60.0
 # A manifest without events (a driver from before events.jsonl) is rendering while this fresh.
 MANIFEST_FRESH_S = 10.0
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser: a 1,000-scene spec in ms
 FILES = {"video": VIDEO_NAME, "srt": SRT_NAME, "vtt": VTT_NAME, "contact": CONTACT_NAME, "poster": POSTER_NAME}
 FRAME_PREFIX, FRAME_SUFFIX = FRAME_NAME.split("{")[0], ".png"
 
@@ -143,7 +143,7 @@ def _alive(run: Run) -> bool:
 def frames_on_disk(folder: Path, scene: int) -> list[int]:
     """The frame numbers of a scene whose files are in its folder, in order."""
     try:
-        names = os.listdir(scene_dir(folder, scene))
+        names = os.listdir(os.path.join(folder, scene_dir_name(scene)))
     except OSError:
         return []
     found = []
@@ -162,6 +162,7 @@ class Films:
         self.out = Path(out).resolve()
         self.logs: dict[str, RunLog] = {}
         self.cache: dict[str, tuple[tuple, dict[str, Any]]] = {}
+        self.specs: dict[str, tuple[Any, tuple[dict[str, Any], str, Any, str]]] = {}
 
     # --- which films ----------------------------------------------------------------------------
 
@@ -195,7 +196,7 @@ class Films:
         if watch is None:
             cached = self.cache.get(name)
             watch = cached[1]["watch"] if cached else []
-        parts.extend(_stat(scene_dir(folder, scene)) for scene in watch)
+        parts.extend(_stat(os.path.join(folder, scene_dir_name(scene))) for scene in watch)
         return tuple(parts)
 
     # --- the records ----------------------------------------------------------------------------
@@ -211,7 +212,8 @@ class Films:
         return sorted(films, key=lambda f: f["changed"] or 0, reverse=True)
 
     def summary(self, name: str) -> dict[str, Any]:
-        return {k: v for k, v in self.film(name).items() if k not in ("scenes", "spec", "story", "candidates",
+        return {k: v for k, v in self.film(name).items() if k not in ("scenes", "spec", "spec_text", "story",
+                                                                       "candidates",
                                                                        "timeline", "workers", "bad_nodes",
                                                                        "watch", "errors")}
 
@@ -227,6 +229,28 @@ class Films:
             record = self._read(name, folder)
             self.cache[name] = (before + self.signature(name, watch=record["watch"])[len(before):], record)
         return self._live(name, self.cache[name][1])
+
+    def _spec(self, name: str, folder: Path) -> tuple[dict[str, Any], str, Any, str]:
+        """film.yaml as (spec, its text, the timeline, an error line), parsed again only when it changed
+        (the manifest changes every two seconds while a film renders; the spec seldom)."""
+        path = folder / SPEC_NAME
+        st = _stat(path)
+        kept = self.specs.get(name)
+        if kept is not None and kept[0] == st:
+            return kept[1]
+        spec: dict[str, Any] = {}
+        text, error = "", ""
+        try:
+            text = path.read_text(encoding="utf-8")
+            loaded = yaml.load(text, Loader=SafeLoader)
+            spec = loaded if isinstance(loaded, dict) else {}
+        except FileNotFoundError:
+            pass
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            error = f"{SPEC_NAME}: cannot be read ({type(exc).__name__})"
+        timeline = spec.pop("timeline", None)
+        self.specs[name] = (st, (spec, text, timeline, error))
+        return spec, text, timeline, error
 
     def _log(self, name: str, folder: Path) -> RunLog:
         log = self.logs.get(name)
@@ -246,15 +270,9 @@ class Films:
 
     def _read(self, name: str, folder: Path) -> dict[str, Any]:
         errors: list[str] = []
-        spec: dict[str, Any] = {}
-        try:
-            loaded = yaml.safe_load((folder / SPEC_NAME).read_text(encoding="utf-8"))
-            spec = loaded if isinstance(loaded, dict) else {}
-        except FileNotFoundError:
-            pass
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            errors.append(f"{SPEC_NAME}: cannot be read ({type(exc).__name__})")
-        timeline = spec.pop("timeline", None)
+        spec, spec_text, timeline, error = self._spec(name, folder)
+        if error:
+            errors.append(error)
         manifest: Optional[Manifest] = None
         try:
             manifest = Manifest.from_json((folder / MANIFEST_NAME).read_text(encoding="utf-8"), MANIFEST_NAME)
@@ -281,14 +299,14 @@ class Films:
             node = log.where(log.running[i]) if in_run and i in log.running else None
             if in_run and i in log.running:
                 state = "running"
-            elif state == "running" and not in_run:
+            elif state == "running" and log.runs and not in_run:
                 state = "pending"  # its run ended without finishing it (stopped, or its driver died)
             if state == "done" and rec is not None:
                 written = sorted(int(k) for k in rec.hashes)
             else:
                 written = sorted(set(frames_on_disk(folder, i)) | ({int(k) for k in rec.hashes} if rec else set()))
-                if state in ("running", "pending"):
-                    watch.append(i)
+                if state == "running" or (rec is not None and rec.state == "running"):
+                    watch.append(i)  # its folder gets frames (a scene that starts is an event, or in the manifest)
             newest = written[-1] if written else None
             scenes.append({
                 "index": i, "narration": str(text.get("narration", "")), "prompt": str(text.get("prompt", "")),
@@ -298,7 +316,8 @@ class Films:
                 "attempts": rec.attempts if rec else 0, "failures": list(rec.failures) if rec else [],
                 "retried": bool(rec and rec.failures), "seconds": rec.seconds if rec else None,
                 "newest_frame": newest,
-                "newest": self.url(name, frame_path(Path(), i, newest).as_posix()) if newest is not None else None,
+                "newest": self.url(name, f"{scene_dir_name(i)}/{FRAME_NAME.format(newest)}")
+                if newest is not None else None,
                 **({"written": written} if per_frame else {}),
             })
         story = spec.get("story") if isinstance(spec.get("story"), dict) else {}
@@ -315,7 +334,7 @@ class Films:
             "created": manifest.created if manifest else None,
             "manifest_updated": manifest.updated if manifest else None,
             "files": self._files(name, folder),
-            "spec": spec, "timeline": timeline,
+            "spec": spec, "spec_text": spec_text, "timeline": timeline,
             "story": {"phrase": str(story.get("phrase", "")), "text": str(story.get("text", "")),
                       "candidate": story.get("candidate")},
             "candidates": self._candidates(folder),

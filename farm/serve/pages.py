@@ -11,8 +11,6 @@ import json
 import time
 from typing import Any, Optional
 
-import yaml
-
 STATE_WORDS = {"planned": "planned", "rendering": "rendering", "done": "done", "failed": "failed",
                "stopped": "stopped"}
 
@@ -65,7 +63,7 @@ def film_row(film: dict[str, Any]) -> str:
     poster = film["files"].get("poster")
     image = f"<img class=\"poster\" src=\"{esc(poster)}\" alt=\"\" loading=\"lazy\">" if poster else ""
     percent = 100 * film["frames_done"] / film["frames_total"] if film["frames_total"] else 0
-    return (f"<tr class=\"film\" data-name=\"{esc(film['name'])}\"><td>{image}</td>"
+    return (f"<tr class=\"film\" data-name=\"{esc(film['name'])}\"><td class=\"poster-cell\">{image}</td>"
             f"<td><a class=\"title\" href=\"{esc(film['url'])}\">{esc(film['title'])}</a></td>"
             f"<td><span class=\"state st-{esc(film['state'])}\">{esc(film['state'])}</span></td>"
             f"<td><div class=\"meter\"><div style=\"width:{percent:.1f}%\"></div></div>"
@@ -166,7 +164,6 @@ def film_page(film: dict[str, Any]) -> str:
     workers = "".join(f"<li>{esc(w['where'])} ({esc(w['state'])})</li>" for w in film["workers"])
     bad = "".join(f"<li>{esc(b['host'])} node {esc(b['node'][:12])}: {esc(b['reason'])}</li>"
                   for b in film["bad_nodes"])
-    resolved = yaml.safe_dump(film["spec"], sort_keys=False, allow_unicode=True, width=100)
     running = running_frames(film)
     body = (
         f"<header><p class=\"back\"><a href=\"/\">all films</a></p><h1 id=\"title\">{esc(film['title'])}</h1>"
@@ -185,7 +182,8 @@ def film_page(film: dict[str, Any]) -> str:
         "<section id=\"scenes\"><h2>Scenes</h2><table><thead><tr><th>#</th><th>frame</th><th>state</th>"
         "<th>node</th><th>frames</th><th>duration</th><th>prompt / narration</th></tr></thead><tbody>"
         f"{''.join(scene_row(s) for s in film['scenes'])}</tbody></table></section>\n"
-        f"<section id=\"spec\"><h2>Resolved spec</h2><pre>{esc(resolved)}</pre></section></main>")
+        f"<section id=\"spec\"><h2>Resolved spec <a href=\"/files/{esc(film['name'])}/film.yaml\">film.yaml</a></h2>"
+        f"<pre>{esc(film['spec_text'])}</pre></section></main>")
     name = json.dumps(film["name"]).replace("<", "\\u003c")
     return page(f"{film['title']} · farm", body, f"<script>farm.film({name}, {json.dumps(film['state'])});</script>")
 

@@ -45,32 +45,54 @@ const farm = (() => {
   // --- the index -----------------------------------------------------------------------------
   function filmRow(f) {
     const row = el("tr", {class: "film", "data-name": f.name});
-    const poster = el("td");
-    if (f.files.poster) poster.append(el("img", {class: "poster", src: f.files.poster, alt: "", loading: "lazy"}));
     const title = el("td");
     title.append(el("a", {class: "title", href: f.url}, f.title));
+    const prog = el("td"), meter = el("div", {class: "meter"});
+    meter.append(el("div"));
+    prog.append(meter, el("span", {class: "progress"}));
     const state = el("td");
-    state.append(el("span", {class: `state st-${f.state}`}, f.state));
-    const prog = el("td");
-    const meter = el("div", {class: "meter"});
-    const percent = f.frames_total ? (100 * f.frames_done) / f.frames_total : 0;
-    meter.append(el("div", {style: `width:${percent.toFixed(1)}%`}));
-    prog.append(meter, el("span", {class: "progress"}, progress(f)));
-    row.append(poster, title, state, prog, el("td", {class: "elapsed"}, seconds(f.elapsed_s)),
-      el("td", {class: "eta"}, seconds(f.eta_s)), el("td", {class: "changed"}, when(f.changed)));
+    state.append(el("span", {class: "state"}));
+    row.append(el("td", {class: "poster-cell"}), title, state, prog, el("td", {class: "elapsed"}),
+      el("td", {class: "eta"}), el("td", {class: "changed"}));
     return row;
+  }
+  function updateRow(row, f) {
+    // In place: a row keeps its elements (and a person's selection, and what a test holds) as it changes.
+    const cell = row.querySelector(".poster-cell") || row.cells[0];
+    const img = cell.querySelector("img");
+    if (f.files.poster && (!img || img.getAttribute("src") !== f.files.poster)) {
+      cell.replaceChildren(el("img", {class: "poster", src: f.files.poster, alt: "", loading: "lazy"}));
+    }
+    const title = row.querySelector(".title");
+    if (title.textContent !== f.title) title.textContent = f.title;
+    const state = row.querySelector(".state");
+    if (state.textContent !== f.state) setState(state, f.state);
+    const percent = f.frames_total ? (100 * f.frames_done) / f.frames_total : 0;
+    row.querySelector(".meter div").style.width = `${percent.toFixed(1)}%`;
+    row.querySelector(".progress").textContent = progress(f);
+    row.querySelector(".elapsed").textContent = seconds(f.elapsed_s);
+    row.querySelector(".eta").textContent = seconds(f.eta_s);
+    row.querySelector(".changed").textContent = when(f.changed);
   }
   function index() {
     const body = document.querySelector("#films tbody");
     listen("/api/events", (data) => {
-      const rows = data.films.map(filmRow);
-      if (!rows.length) {
-        const row = el("tr", {class: "empty"}), cell = el("td", {colspan: 7},
-          "No films here yet: farm render writes them into this folder.");
-        row.append(cell);
-        rows.push(row);
+      const rows = new Map(Array.from(body.querySelectorAll("tr.film"), (row) => [row.dataset.name, row]));
+      const order = data.films.map((f) => {
+        const row = rows.get(f.name) || filmRow(f);
+        updateRow(row, f);
+        rows.delete(f.name);
+        return row;
+      });
+      rows.forEach((row) => row.remove());  // films gone from OUT
+      body.querySelectorAll("tr.empty").forEach((row) => row.remove());
+      order.forEach((row) => body.append(row));  // newest first; a row already there moves, intact
+      if (!order.length) {
+        const row = el("tr", {class: "empty"});
+        row.append(el("td", {colspan: 7}, "No films here yet: farm render writes them into this folder."));
+        body.append(row);
       }
-      body.replaceChildren(...rows);
+      document.body.dataset.updates = Number(document.body.dataset.updates || 0) + 1;
     });
   }
 
@@ -135,6 +157,7 @@ const farm = (() => {
       bar.dataset.framesTotal = f.frames_total;
       f.scenes.forEach(updateScene);
       updateRunning(f);
+      document.body.dataset.updates = Number(document.body.dataset.updates || 0) + 1;
       // The player, the contact sheet and the downloads come with the finished film: draw the page anew.
       if (f.state === "done" && shownState !== "done") window.location.reload();
     });
