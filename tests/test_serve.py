@@ -28,6 +28,7 @@ from farm.folder.layout import EVENTS_NAME, MANIFEST_NAME, SPEC_NAME, frame_path
 from farm.folder.manifest import Manifest
 from farm.serve.app import Server
 from farm.serve.films import Films
+from farm.serve.pages import film_page
 from farm.spec import spec_from_dict
 from farm.writing.plan import plan_film
 from farm.writing.story import Candidate, save_candidates
@@ -437,6 +438,36 @@ def test_a_films_record_is_read_again_only_when_its_files_change(planned, out):
     finally:
         shutil.rmtree(planned / "scenes")
         (planned / MANIFEST_NAME).unlink()
+
+
+def test_a_run_whose_driver_is_gone_is_stopped_and_a_failed_scene_fails_the_film(tmp_path):
+    out = tmp_path / "out"
+    spec = plan_film(spec_from_dict(tiny_film("Cut Short", scenes=2)))
+    folder = out / spec.slug
+    write_film_yaml(folder, spec)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    manifest = Manifest.new(spec.slug, [4, 4])
+    manifest.scenes[0].started("here node 1")
+    manifest.scenes[0].failed("ValueError: the scene's own code", final=False)
+    manifest.scenes[0].started("here node 2")
+    (folder / MANIFEST_NAME).write_text(manifest.to_json())
+    log = EventLog(folder)
+    log.append({"event": "run", "state": "started", "time": time.time(), "pid": gone.pid,
+                "host": socket.gethostname()})
+    log.append({"event": "scene", "state": "started", "scene": 0, "node": "n" * 56, "time": time.time()})
+    record = Films(out).film(spec.slug)
+    assert record["state"] == "stopped" and record["scenes"][0]["state"] == "pending"  # its driver died (SIGKILL)
+    assert record["scenes"][0]["retried"] and record["scenes"][0]["attempts"] == 2
+    page = film_page(record)
+    assert "retried" in page and "ValueError: the scene&#x27;s own code" in page
+    manifest.scenes[0].failed("ValueError: again", final=True)
+    (folder / MANIFEST_NAME).write_text(manifest.to_json())
+    log.run_ended("failed", "scene 1 failed on every attempt <b>")
+    record = Films(out).film(spec.slug)
+    assert (record["state"], record["scenes"][0]["state"], record["run_error"]) == \
+        ("failed", "failed", "scene 1 failed on every attempt <b>")
+    assert "scene 1 failed on every attempt &lt;b&gt;" in film_page(record)
 
 
 def test_the_events_file_is_read_by_whole_lines(tmp_path):
