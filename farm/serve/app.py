@@ -254,7 +254,7 @@ async def frames_zip(request: web.Request) -> web.StreamResponse:
 
 def check_out(out: str | Path) -> Path:
     """OUT as a folder of films, or one line saying what it is instead."""
-    path = Path(out)
+    path = Path(out).expanduser()  # farm submit's films are in ~/farm-films on the head node
     if not path.exists():
         raise InputError(f"{out}: no such folder (farm render --out writes films there; default: out)")
     if not path.is_dir():
