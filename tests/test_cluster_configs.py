@@ -42,7 +42,9 @@ def test_every_dependency_is_pinned_inside_pyproject_ranges():
     for name, dep in deps.items():
         version = pinned_version(locked[name])
         assert dep.specifier.contains(version, prereleases=True), f"{name}=={version} is outside {dep.specifier}"
-        assert dep.extras == locked[name].extras, name
+        # pip refuses a constraints file with extras (`pip install -c` is how nodes install farm);
+        # the extras farm asks for are in pyproject, and the image asks for them beside the pins.
+        assert not locked[name].extras, f"{name}: no extras in a constraints file"
 
 
 def test_launcher_configs_install_the_pins_and_start_ray_with_token_auth():
@@ -66,15 +68,16 @@ def test_the_image_installs_pins_before_the_source_and_runs_as_a_user():
     order = sorted(position, key=position.get)
     assert order == list(position), order  # pins, weights, source, user: code edits keep the heavy layers
     assert "--no-deps" in next(line for line in lines if "pip install" in line and "-e /opt/farm" in line)
-    users = [line for line in lines if line.startswith("USER ")]
-    assert users and users[-1] != "USER root"
-    python = re.search(r"FROM python:(\d+\.\d+)", text).group(1)
+    # With --no-deps for farm, the pins' layer must bring every extra farm asks for.
     import tomllib
 
-    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
-    from packaging.specifiers import SpecifierSet
-
-    assert SpecifierSet(requires).contains(python + ".0")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pinned_layer = next(line for line in lines if "pip install" in line and "constraints.txt" in line)
+    for dep in map(Requirement, project["dependencies"]):
+        if dep.extras:
+            assert f'"{dep.name}[{",".join(sorted(dep.extras))}]"' in pinned_layer, dep
+    users = [line for line in lines if line.startswith("USER ")]
+    assert users and users[-1] != "USER root"
 
 
 def test_kuberay_names_the_pinned_ray_and_turns_token_auth_on():
@@ -89,3 +92,48 @@ def test_kuberay_names_the_pinned_ray_and_turns_token_auth_on():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     images = re.findall(r"image: (\S+)", (ROOT / "cluster" / "kuberay.yaml").read_text())
     assert images and all(image.endswith(f":{version}") for image in images)
+
+
+def config_pythons() -> dict[str, str]:
+    """The Python release each way of building a node gives farm's environment."""
+    venv_script = (ROOT / "cluster" / "venv.sh").read_text()
+    pythons = {"cluster/venv.sh": re.search(r"^PYTHON_VERSION=(\S+)$", venv_script, re.M).group(1)}
+    for config in ("cluster.yaml", "cluster/onprem.yaml"):
+        commands = yaml.safe_load((ROOT / config).read_text())["setup_commands"]
+        # The environment is made by venv.sh before farm is installed into it, and by nothing else.
+        made = [i for i, c in enumerate(commands) if "cluster/venv.sh ~/farm-venv" in c]
+        installs = [i for i, c in enumerate(commands) if "pip install" in c and "constraints.txt" in c]
+        assert made and installs and made[0] < installs[0], config
+        assert not any("-m venv" in c for c in commands), config
+        pythons[config] = pythons["cluster/venv.sh"]
+    dockerfile = (ROOT / "cluster" / "Dockerfile").read_text()
+    pythons["cluster/Dockerfile"] = re.search(r"^FROM python:(\d+\.\d+\.\d+)-slim$", dockerfile, re.M).group(1)
+    # KubeRay's pods run the image cluster/Dockerfile builds (checked above), so its Python.
+    pythons["cluster/kuberay.yaml"] = pythons["cluster/Dockerfile"]
+    return pythons
+
+
+def test_every_node_gets_one_python_that_every_pin_and_pyproject_admit():
+    import tomllib
+    from packaging.specifiers import SpecifierSet
+
+    pythons = config_pythons()
+    # One patch release everywhere: Ray refuses a node or driver whose Python differs in it.
+    assert len(set(pythons.values())) == 1, pythons
+    (python,) = set(pythons.values())
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert SpecifierSet(requires).contains(python), f"requires-python {requires} refuses {python}"
+    refused = {}
+    for name, pin in pins().items():
+        # The set-up installs these pins (scripts/setup: pip install -c), so what is installed here is
+        # the pinned release, and its metadata says which Pythons it admits.
+        assert metadata.version(name) == pinned_version(pin), f"{name}: installed {metadata.version(name)}, pinned"
+        admits = metadata.metadata(name).get("Requires-Python")
+        if admits and not SpecifierSet(admits).contains(python):
+            refused[name] = admits
+    assert not refused, f"Python {python} is refused by {refused}"
+    # ... and requires-python says what the pins need: the newest of their lowest Pythons.
+    floors = [x.version for n in pins() for x in SpecifierSet(metadata.metadata(n).get("Requires-Python") or "")
+              if x.operator == ">="]
+    needed = max(floors, key=lambda v: tuple(int(p) for p in v.split(".")))
+    assert [x.version for x in SpecifierSet(requires) if x.operator == ">="] == [needed], (requires, needed)
