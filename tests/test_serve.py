@@ -154,10 +154,6 @@ def browser():
         driver.quit()
 
 
-def written_cells(browser) -> int:
-    return browser.execute_script("return document.querySelectorAll('#bar .cell.written').length")
-
-
 # --- in the browser, while the film renders -------------------------------------------------------------
 
 def test_the_frame_bar_advances_while_the_film_renders(server, render, browser, tmp_path):
@@ -170,16 +166,23 @@ def test_the_frame_bar_advances_while_the_film_renders(server, render, browser, 
         [s["prompt"] for s in tiny_film(scenes=SCENES)["scenes"]]
     assert len(browser.find_elements("css selector", "#bar .cell")) == SCENES * SECONDS * FPS
     browser.execute_script("window.sameDocument = true")  # gone if the page reloaded
-    first = written_cells(browser)
-    seen = [first]
-    while len(set(seen)) < 3:  # the bar moved twice more without a reload, pushed by the server
-        assert process.poll() is None or written_cells(browser) > first, "the render ended before the bar moved"
-        seen.append(wait_for(lambda: (n := written_cells(browser)) > seen[-1] and n, 60, 0.05))
-    assert browser.execute_script("return window.sameDocument") is True
-    assert browser.find_element("id", "state").text == "rendering"
-    # The newest frame of a running scene is on the page, and it is a frame on disk.
-    src = wait_for(lambda: browser.execute_script(
-        "const img = document.querySelector('#running figure img'); return img && img.src"), 30, 0.05)
+    probe = ("const img = document.querySelector('#running figure img');"
+             "return {written: document.querySelectorAll('#bar .cell.written').length,"
+             " state: document.getElementById('state').textContent, newest: img && img.src,"
+             " same: window.sameDocument === true}")
+    seen = [browser.execute_script(probe)]
+    first = seen[0]["written"]
+    deadline = time.monotonic() + 90
+    # Until the bar has moved twice (pushed by the server, no reload) and a running scene's newest frame shows.
+    while len({p["written"] for p in seen}) < 3 or not any(p["newest"] for p in seen):
+        assert time.monotonic() < deadline, seen[-1]
+        assert seen[-1]["same"], "the page reloaded while the film rendered"
+        assert process.poll() is None, "the render ended before the bar moved"
+        time.sleep(0.05)
+        seen.append(browser.execute_script(probe))
+    assert [p["written"] for p in seen] == sorted(p["written"] for p in seen)  # never backwards
+    assert {p["state"] for p in seen if p["written"] > first} == {"rendering"}
+    src = next(p["newest"] for p in seen if p["newest"])
     assert "/files/frost-bar/scenes/" in src and browser.execute_script(
         "return fetch(arguments[0]).then(r => r.status)", src) == 200
     browser.save_screenshot(str(tmp_path / "rendering.png"))
