@@ -473,6 +473,29 @@ def test_a_run_whose_driver_is_gone_is_stopped_and_a_failed_scene_fails_the_film
     assert "scene 1 failed on every attempt &lt;b&gt;" in film_page(record)
 
 
+def test_a_long_film_gets_a_cell_per_scene_filled_as_its_frames_come(tmp_path):
+    spec = plan_film(spec_from_dict(tiny_film("Long One", scenes=30, duration=2.0, fps=12)))  # 720 frames
+    folder = tmp_path / spec.slug
+    write_film_yaml(folder, spec)
+    manifest = Manifest.new(spec.slug, spec.frames_per_scene())
+    for frame in range(24):
+        manifest.scenes[0].frame_written(frame, "0" * 16, "n" * 56)
+    manifest.scenes[0].finished(3.0)
+    for frame in range(6):
+        manifest.scenes[1].frame_written(frame, "0" * 16, "n" * 56)
+    (folder / MANIFEST_NAME).write_text(manifest.to_json())
+    record = Films(tmp_path).film(spec.slug)
+    assert not record["per_frame"] and "written" not in record["scenes"][0]
+    assert (record["frames_done"], record["frames_total"]) == (30, 720)
+    assert record["state"] == "rendering"  # no events.jsonl, a manifest saved seconds ago
+    bar = film_page(record).split('<div id="bar" ')[1].split("</div>")[0]
+    cells = bar.split("<span ")[1:]
+    assert 'class="bar per-scene"' in bar and len(cells) == 30
+    assert cells[0].startswith('class="cell done"') and 'height:100%' in cells[0]
+    assert cells[1].startswith('class="cell pending"') and 'height:25%' in cells[1] and "6/24 frames" in cells[1]
+    assert cells[2].startswith('class="cell pending"') and 'height:0%' in cells[2]
+
+
 def test_the_events_file_is_read_by_whole_lines(tmp_path):
     log = EventLog(tmp_path)
     log.run_started()
