@@ -30,6 +30,20 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 # (the published models make 128, 256 and 512).
 GENERATOR_SIZES = (64, 128, 256, 512)
 PRETRAINED_BIGGAN = {f"biggan-deep-{s}": s for s in (128, 256, 512)}
+# Upper bounds on the work a spec (or an LLM's answer) may ask for. Far beyond any film farm is
+# for, they stop an absurd value (a scene of 10^9 seconds is 1.2 x 10^10 frames) at once, in one
+# line naming the field, before anything is planned or rendered (docs/SPEC.md, "Limits").
+MAX_SCENES = 10_000
+MAX_DURATION = 600.0  # seconds a scene may be given (MAX_SCENE_SECONDS bounds its reading time)
+MAX_FILM_FRAMES = 1_000_000
+MAX_NARRATION_CHARS = 2_000
+MAX_STORY_CHARS = 500_000  # a long novel's worth of story.text for the planner
+MAX_STEPS = 100_000  # steps_per_frame, warmup_steps, anchor_steps, reseed_every
+MAX_CUTOUTS = 1_024
+MAX_PASSES = 1_024  # init_candidates, gradient_accumulation
+MAX_IN_FLIGHT = 1_024
+MAX_WORKERS = 4_096
+
 # Reading speed used when a scene gives no duration: words per second of narration.
 READING_WORDS_PER_SECOND = 2.5
 MIN_SCENE_SECONDS = 2.0
@@ -55,6 +69,8 @@ class StorySpec:
         # either text field may be empty; FilmSpec checks that a film has something to show
         if self.candidate is not None and self.candidate < 1:
             raise SpecError(f"{path}.candidate", f"must be at least 1, got {self.candidate!r}")
+        if len(self.text) > MAX_STORY_CHARS:
+            raise SpecError(f"{path}.text", f"is {len(self.text)} characters long; at most {MAX_STORY_CHARS}")
 
 
 @dataclass(frozen=True)
@@ -86,8 +102,13 @@ class SceneSpec:
     def validate(self, path: str) -> None:
         if not self.narration.strip():
             raise SpecError(f"{path}.narration", "must not be empty")
+        if len(self.narration) > MAX_NARRATION_CHARS:
+            raise SpecError(f"{path}.narration", f"is {len(self.narration)} characters long; at most "
+                                                 f"{MAX_NARRATION_CHARS} (split it into scenes)")
         if self.duration is not None and not (self.duration > 0 and math.isfinite(self.duration)):
             raise SpecError(f"{path}.duration", f"must be a positive number of seconds, got {self.duration!r}")
+        if self.duration is not None and self.duration > MAX_DURATION:
+            raise SpecError(f"{path}.duration", f"must be at most {MAX_DURATION:g} seconds, got {self.duration!r}")
 
     @property
     def visual_prompt(self) -> str:
@@ -276,6 +297,13 @@ class RenderSpec:
         for name, value in positive_ints.items():
             if value < 1:
                 raise SpecError(f"{path}.{name}", f"must be at least 1, got {value!r}")
+        most = {"steps_per_frame": MAX_STEPS, "warmup_steps": MAX_STEPS, "anchor_steps": MAX_STEPS,
+                "reseed_every": MAX_STEPS, "cutouts": MAX_CUTOUTS, "init_candidates": MAX_PASSES,
+                "gradient_accumulation": MAX_PASSES, "workers": MAX_WORKERS, "cpus_per_worker": 1024,
+                "retries": 100}
+        for name, limit in most.items():
+            if getattr(self, name) > limit:
+                raise SpecError(f"{path}.{name}", f"must be at most {limit}, got {getattr(self, name)!r}")
         for name, value in {"warmup_steps": self.warmup_steps, "workers": self.workers, "retries": self.retries,
                             "reseed_every": self.reseed_every}.items():
             if value < 0:
@@ -417,6 +445,8 @@ class DispatchSpec:
         for name in ("bad_node_failures", "in_flight"):
             if getattr(self, name) < 1:
                 raise SpecError(f"{path}.{name}", f"must be at least 1, got {getattr(self, name)!r}")
+        if self.in_flight > MAX_IN_FLIGHT:
+            raise SpecError(f"{path}.in_flight", f"must be at most {MAX_IN_FLIGHT}, got {self.in_flight!r}")
 
 
 @dataclass(frozen=True)
@@ -424,7 +454,7 @@ class FilmSpec:
     title: str
     seed: int = 0
     story: StorySpec = field(default_factory=StorySpec)
-    scenes: list[SceneSpec] = field(default_factory=list)
+    scenes: list[SceneSpec] = field(default_factory=list, metadata={"max_items": MAX_SCENES})
     video: VideoSpec = field(default_factory=VideoSpec)
     render: RenderSpec = field(default_factory=RenderSpec)
     models: ModelsSpec = field(default_factory=ModelsSpec)
@@ -439,6 +469,12 @@ class FilmSpec:
                             "the film has no scenes and story.text is empty: give scenes, or a story to split")
         if self.seed < 0:
             raise SpecError("seed", f"must not be negative, got {self.seed!r}")
+        if len(self.scenes) > MAX_SCENES:  # (a spec file's list stops in build, before its scenes are built)
+            raise SpecError("scenes", f"has {len(self.scenes)} items; at most {MAX_SCENES}")
+        frames = sum(self.frames_per_scene())
+        if frames > MAX_FILM_FRAMES:
+            raise SpecError("scenes", f"add up to {frames} frames at {self.video.fps} fps; a film has at most "
+                                      f"{MAX_FILM_FRAMES} (shorter scenes, or a lower video.fps)")
         biggan = self.models.biggan
         if biggan in PRETRAINED_BIGGAN and PRETRAINED_BIGGAN[biggan] != self.video.size:
             raise SpecError("video.size", f"{self.video.size!r} is not a size {biggan} can make "
@@ -512,13 +548,45 @@ def load_spec(path: str | Path, preset: str | None = None, overrides: typing.Seq
     return spec_from_dict(read_spec_file(path), preset=preset, overrides=overrides)
 
 
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where PyYAML was built with it
+
+
+def _count_scenes(text: str) -> None:
+    """Stop a spec file whose ``scenes`` list is longer than MAX_SCENES before it is built: the
+    parser's events are cheap, building a hundred thousand scenes' objects is not."""
+    depth, key, in_scenes, items = 0, True, False, 0
+    for event in yaml.parse(text, Loader=SafeLoader):
+        if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+            in_scenes = in_scenes and depth >= 2
+            if depth == 1:
+                key = not key  # a nested value at the top level ended: a key comes next
+            continue
+        if in_scenes and depth == 2 and isinstance(event, yaml.NodeEvent):
+            items += 1
+            if items > MAX_SCENES:
+                raise SpecError("scenes", f"has more than {MAX_SCENES} items; at most {MAX_SCENES}")
+        if depth == 1 and isinstance(event, yaml.ScalarEvent):
+            if key and event.value == "scenes":
+                in_scenes = None  # its value comes next
+            elif not key:
+                in_scenes = False
+            key = not key
+        elif depth == 1 and isinstance(event, yaml.CollectionStartEvent):
+            in_scenes = in_scenes is None and isinstance(event, yaml.SequenceStartEvent)
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+
+
 def read_spec_file(path: str | Path) -> dict[str, Any]:
     """A spec file's contents as a mapping, as written (no preset, nothing checked but YAML)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such spec file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        _count_scenes(text)
+        data = yaml.load(text, Loader=SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -614,6 +682,10 @@ def build(cls: type, data: Any, path: str) -> Any:
     for name, f in fields.items():
         where = f"{path}.{name}" if path else name
         if name in data:
+            most = f.metadata.get("max_items")
+            if most is not None and isinstance(data[name], list) and len(data[name]) > most:
+                # Before each item is built: a list of a million scenes stops here, at once.
+                raise SpecError(where, f"has {len(data[name])} items; at most {most}")
             kwargs[name] = convert(hints[name], data[name], where)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise SpecError(where, "is required")

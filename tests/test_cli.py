@@ -97,6 +97,8 @@ def test_check_prints_the_resolved_spec(tmp_path):
     ({"video": {"size": 300}}, ["video.size", "300"]),
     ({"render": {"preset": "tiny", "bogus": 1}}, ["render.bogus", "unknown key"]),
     ({"scenes": [], "story": {"text": ""}}, ["scenes", "no scenes"]),
+    # 1.2 x 10^10 frames: it hung before it was bounded; now one line, at once.
+    ({"scenes": [{"narration": "a", "duration": 1e9}]}, ["scenes[0].duration", "at most 600 seconds"]),
 ])
 def test_bad_spec_values(tmp_path, change, words):
     data = tiny_film()

@@ -136,3 +136,41 @@ def test_story_text_without_scenes_is_allowed():
     # No preset named: RenderSpec's (draft), whose values are in force.
     assert spec.render.preset == RenderSpec.preset == "draft"
     assert (spec.video.size, spec.render.cutouts, spec.models.biggan) == (256, 32, "biggan-deep-256")
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"scenes": [{"narration": "a", "duration": 1e9}]}, "scenes[0].duration", "at most 600 seconds"),
+    ({"scenes": [{"narration": "a", "duration": 300}] * 100, "video": {"fps": 120}}, "scenes",
+     "add up to 3600000 frames"),
+    ({"scenes": [{"narration": "a " * 1001}]}, "scenes[0].narration", "at most 2000"),
+    ({"story": {"text": "a " * 250_001}, "scenes": []}, "story.text", "at most 500000"),
+    ({"render": {"cutouts": 100_000}}, "render.cutouts", "at most 1024"),
+    ({"render": {"steps_per_frame": 10**9}}, "render.steps_per_frame", "at most 100000"),
+    ({"render": {"warmup_steps": 10**9}}, "render.warmup_steps", "at most 100000"),
+    ({"render": {"init_candidates": 10**6}}, "render.init_candidates", "at most 1024"),
+    ({"render": {"workers": 10**6}}, "render.workers", "at most 4096"),
+    ({"dispatch": {"in_flight": 10**6}}, "dispatch.in_flight", "at most 1024"),
+])
+def test_work_has_limits(change, field, words):
+    data = tiny_film()
+    data.update(change)
+    with pytest.raises(SpecError) as caught:
+        spec_from_dict(data)
+    assert caught.value.field == field and words in str(caught.value), str(caught.value)
+
+
+def test_a_spec_file_of_too_many_scenes_stops_before_they_are_built(tmp_path):
+    from farm.spec import MAX_SCENES, read_spec_file
+
+    scene = {"narration": "a yeti", "duration": 1.0}
+    path = tmp_path / "many.yaml"
+    path.write_text(yaml.safe_dump({"title": "Many", "story": {"scenes": [1] * (MAX_SCENES + 5)},
+                                    "scenes": [scene] * MAX_SCENES}))
+    assert len(read_spec_file(path)["scenes"]) == MAX_SCENES  # as many as allowed; a nested list is not counted
+    path.write_text(yaml.safe_dump({"title": "Many", "scenes": [scene] * (MAX_SCENES * 10)}))
+    with pytest.raises(SpecError, match="scenes: has more than 10000 items"):
+        read_spec_file(path)
+    # Flow style and aliases are items too.
+    path.write_text("title: Many\nscenes: [" + ", ".join(["&s {narration: a}"] + ["*s"] * MAX_SCENES) + "]\n")
+    with pytest.raises(SpecError, match="scenes: has more than"):
+        read_spec_file(path)

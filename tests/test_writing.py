@@ -159,6 +159,9 @@ def test_malformed_json_is_asked_again_then_accepted(tmp_path, capsys, server):
     ('{"scenes": [{"narration": "A yeti."}]}', 'missing text "prompt" in scenes[0]'),
     ('{"shots": []}', 'not a JSON object with a non-empty "scenes" list'),
     ('{"scenes": ["a yeti"]}', "not a list of scene objects (scenes[0] is str)"),
+    # The spec's bounds hold for the model's answer too.
+    (json.dumps({"scenes": [{"narration": "yeti " * 500, "prompt": "a yeti"}]}),
+     "scenes[0].narration is 2499 characters long (at most 2000)"),
 ])
 def test_bad_json_every_time_fails_and_changes_nothing(tmp_path, capsys, server, content, problem):
     path = story_file(tmp_path, server, retries=1)

@@ -15,7 +15,7 @@ import os
 from typing import Any, Callable, Mapping, Optional
 
 from farm.errors import LLMError, SpecError
-from farm.spec import FilmSpec, SceneSpec, reading_seconds
+from farm.spec import MAX_NARRATION_CHARS, MAX_SCENES, FilmSpec, SceneSpec, reading_seconds
 from farm.writing.llm import BadAnswer, LLMClient, configured
 from farm.writing.plan import CLIP_MAX_TOKENS, clip_token_count, join_sentences, split_sentences, split_story
 
@@ -82,6 +82,9 @@ def plan_scenes(spec: FilmSpec, client: Optional[LLMClient] = None, environ: Opt
     for number, chunk in enumerate(chunks, start=1):
         say(f"planning scenes with {spec.llm.model}" + (f": part {number} of {len(chunks)}" if len(chunks) > 1 else ""))
         scenes.extend(_plan_chunk(client, spec, chunk, scenes, number, len(chunks)))
+        if len(scenes) > MAX_SCENES:
+            raise LLMError(f"scenes: the model split the story into more than {MAX_SCENES} scenes, the most a "
+                           "film may have; plan a shorter story")
     return [_timed(s.narration, _fit(client, s.prompt, index)) for index, s in enumerate(scenes)]
 
 
@@ -129,8 +132,11 @@ def read_scenes(data: Any) -> list[SceneSpec]:
         for key in ("narration", "prompt"):
             if not isinstance(item.get(key), str) or not item[key].strip():
                 raise BadAnswer(f'missing text "{key}" in scenes[{index}]')
-        scenes.append(SceneSpec(narration=" ".join(item["narration"].split()),
-                                prompt=" ".join(item["prompt"].split())))
+        narration = " ".join(item["narration"].split())
+        if len(narration) > MAX_NARRATION_CHARS:  # the spec's own bound: asked again, as any bad answer
+            raise BadAnswer(f"scenes[{index}].narration is {len(narration)} characters long "
+                            f"(at most {MAX_NARRATION_CHARS})")
+        scenes.append(SceneSpec(narration=narration, prompt=" ".join(item["prompt"].split())))
     return scenes
 
 
