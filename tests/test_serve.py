@@ -69,12 +69,14 @@ def render(out, server, tmp_path_factory):
     """``farm render`` of a tiny film into OUT, in its own process (its own local Ray cluster),
     started before any test looks; every message of the film's event stream is kept, with the
     time it arrived, until the render ends."""
-    spec_file = tmp_path_factory.mktemp("spec") / "frost.yaml"
+    where = tmp_path_factory.mktemp("spec")
+    spec_file = where / "frost.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_film(RENDERED, scenes=SCENES, duration=SECONDS, fps=FPS)))
     farm = Path(sys.executable).with_name("farm")
-    process = subprocess.Popen([str(farm), "render", str(spec_file), "--out", str(out), "--progress", "json"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    with open(where / "stdout", "w") as stdout, open(where / "stderr", "w") as stderr:  # no pipe to fill
+        process = subprocess.Popen([str(farm), "render", str(spec_file), "--out", str(out), "--progress", "json"],
+                                   stdout=stdout, stderr=stderr, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    process.log = where / "stderr"
     folder = out / "frost-bar"
     messages: list[tuple[float, dict]] = []
     listener = threading.Thread(target=listen, args=(server, folder, process, messages), daemon=True)
@@ -225,7 +227,7 @@ def test_the_finished_film_plays_with_its_subtitle_track(server, render, browser
     process, folder, _ = render
     if not browser.current_url.endswith(f"/films/{folder.name}"):  # this test alone
         browser.get(f"{server.url}/films/{folder.name}")
-    assert process.wait(timeout=90) == 0, process.stderr.read()
+    assert process.wait(timeout=90) == 0, process.log.read_text()
     # The page left open while the film rendered draws itself anew when the film is done.
     video = wait_for(lambda: browser.find_elements("id", "video"), 10)[0]
     assert browser.find_element("id", "state").text == "done"
