@@ -498,6 +498,21 @@ def test_a_long_film_gets_a_cell_per_scene_filled_as_its_frames_come(tmp_path):
     assert cells[2].startswith('class="cell pending"') and 'height:0%' in cells[2]
 
 
+def test_a_film_folder_broken_by_hand_shows_what_is_wrong(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / SPEC_NAME).write_text("title: 3\nvideo: {fps: abc}\nscenes:\n - {narration: 5, duration: x}\n - 7\n")
+    record = Films(tmp_path).film("broken")
+    assert (record["title"], record["frames_total"], record["state"]) == ("3", 1, "planned")
+    (folder / SPEC_NAME).write_text("title: [unclosed\n")
+    (folder / MANIFEST_NAME).write_text("{not json")
+    record = Films(tmp_path).film("broken")
+    assert record["errors"][0] == "film.yaml: cannot be read (ParserError)"
+    assert record["errors"][1].startswith("manifest.json: cannot be read")
+    page = film_page(record)
+    assert "film.yaml: cannot be read (ParserError)" in page and 'class="error"' in page
+
+
 def test_the_events_file_is_read_by_whole_lines(tmp_path):
     log = EventLog(tmp_path)
     log.run_started()

@@ -140,6 +140,11 @@ def _alive(run: Run) -> bool:
     return True
 
 
+def _number(value: Any, default: float) -> float:
+    """A positive number from a hand-edited film.yaml, or ``default``."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else default
+
+
 def frames_on_disk(folder: Path, scene: int) -> list[int]:
     """The frame numbers of a scene whose files are in its folder, in order."""
     try:
@@ -284,12 +289,12 @@ class Films:
         run = log.runs[-1] if log.runs else None
         in_run = run is not None and run.ended is None
         video = spec.get("video") if isinstance(spec.get("video"), dict) else {}
-        fps = video.get("fps") or 1
+        fps = _number(video.get("fps"), 1)
         specs = [s for s in spec.get("scenes") or [] if isinstance(s, dict)]
         records = manifest.scenes if manifest else []
         count = max(len(specs), len(records))
         expected = [records[i].frames_expected if i < len(records) else
-                    max(1, round(float(specs[i].get("duration") or 0) * fps)) for i in range(count)]
+                    max(1, round(_number(specs[i].get("duration"), 0) * fps)) for i in range(count)]
         per_frame = sum(expected) <= FRAME_CELLS_MAX
         scenes, watch = [], []
         for i in range(count):
