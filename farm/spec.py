@@ -54,6 +54,7 @@ MAX_SCENE_SECONDS = 12.0
 # when the reading time is worked out (about 7.5 characters a second).
 CHARACTERS_PER_WORD = 3
 SLUG_MAX_CHARS = 80
+SLUG_MAX_BYTES = 200  # in UTF-8: file systems refuse a name over 255 bytes
 
 
 @dataclass(frozen=True)
@@ -329,7 +330,7 @@ class RenderSpec:
             raise SpecError(f"{path}.cutout_size_std", f"must not be negative, got {self.cutout_size_std!r}")
         if not 0 < self.gpus_per_worker <= 8:
             raise SpecError(f"{path}.gpus_per_worker", f"must be in (0, 8], got {self.gpus_per_worker!r}")
-        if not (PRESETS_DIR / f"{self.preset}.yaml").is_file():
+        if self.preset not in preset_names():
             raise SpecError(f"{path}.preset", f"unknown preset {self.preset!r} (one of {', '.join(preset_names())})")
 
 
@@ -513,12 +514,14 @@ def _fold(char: str) -> str:
 def slugify(text: str) -> str:
     """A film's folder name: lower case, letters and digits of any script kept (accented
     Latin letters folded to ASCII), every run of anything else (spaces, punctuation,
-    symbols, path separators) made one "-", ends trimmed, at most SLUG_MAX_CHARS long.
+    symbols, path separators) made one "-", ends trimmed, at most SLUG_MAX_CHARS long and
+    SLUG_MAX_BYTES in UTF-8. Compatibility forms are normalised first (NFKC: full-width ``ＹＥＴＩ``
+    is ``yeti``, a ligature ``ﬁ`` is ``fi``).
 
     ``Yeti Tardigrade`` -> ``yeti-tardigrade``; ``Le Tardigrade Yéti`` -> ``le-tardigrade-yeti``;
     ``ユキタルディグラダ`` -> ``ユキタルディグラダ``.
     """
-    text = unicodedata.normalize("NFC", text).lower()
+    text = unicodedata.normalize("NFKC", text).lower()
     out: list[str] = []
     for char in text:
         char = _fold(char)
@@ -532,8 +535,10 @@ def slugify(text: str) -> str:
             out.append(char)
         elif out and out[-1] != "-":
             out.append("-")
-    slug = unicodedata.normalize("NFC", "".join(out)).strip("-")
-    return slug[:SLUG_MAX_CHARS].rstrip("-")
+    slug = unicodedata.normalize("NFKC", "".join(out)).strip("-")[:SLUG_MAX_CHARS]
+    while len(slug.encode("utf-8")) > SLUG_MAX_BYTES:
+        slug = slug[:-1]
+    return slug.rstrip("-")
 
 
 def preset_names() -> list[str]:
@@ -620,7 +625,8 @@ def spec_from_dict(data: dict[str, Any], preset: str | None = None, overrides: t
 
 
 def load_preset(name: Any) -> dict[str, Any]:
-    if not isinstance(name, str) or not (PRESETS_DIR / f"{name}.yaml").is_file():
+    # A name of farm/presets only: a path ("../../somewhere/else") is no preset a spec may pick.
+    if not isinstance(name, str) or name not in preset_names():
         raise SpecError("render.preset", f"unknown preset {name!r} (one of {', '.join(preset_names())})")
     return yaml.safe_load((PRESETS_DIR / f"{name}.yaml").read_text(encoding="utf-8")) or {}
 

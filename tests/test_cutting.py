@@ -331,3 +331,11 @@ def test_stitching_again_holds_the_last_frame_to_fit_speech(tmp_path):
     held = frames[4: 4 + tl.hold[0]]
     assert all(np.abs(f.astype(int) - frames[3]).mean() < 2 for f in held)
     assert colour_of(frames[4 + tl.hold[0]]) == 1
+
+
+def test_subtitle_text_cannot_forge_a_cue():
+    from farm.cutting.subtitles import clean_text
+
+    for text in ("a --> b", "a ---> b", "a ------> b", "a -\u002d-> b"):
+        assert "-->" not in clean_text(text), text
+    assert clean_text("a -> b") == "a -> b"

@@ -174,3 +174,17 @@ def test_a_spec_file_of_too_many_scenes_stops_before_they_are_built(tmp_path):
     path.write_text("title: Many\nscenes: [" + ", ".join(["&s {narration: a}"] + ["*s"] * MAX_SCENES) + "]\n")
     with pytest.raises(SpecError, match="scenes: has more than"):
         read_spec_file(path)
+
+
+def test_a_preset_is_a_name_of_farm_presets_not_a_path():
+    from farm.spec import PRESETS_DIR
+
+    # Each of these paths names a real preset file, the way a path out of farm/presets would.
+    for name in ("../presets/tiny", "./tiny", str(PRESETS_DIR / "tiny")):
+        assert (PRESETS_DIR / f"{name}.yaml").is_file()
+        data = tiny_film()
+        data["render"]["preset"] = name
+        with pytest.raises(SpecError, match="render.preset: unknown preset"):
+            spec_from_dict(data)
+        with pytest.raises(SpecError, match="render.preset: unknown preset"):
+            spec_from_dict(tiny_film(), preset=name)

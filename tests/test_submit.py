@@ -105,3 +105,21 @@ def test_bad_job_ids_and_dashboards_are_one_line(head, tmp_path):
     port = free_port()
     result = run_farm("status", "--address", f"http://127.0.0.1:{port}")
     assert result.returncode == 2 and result.stderr.startswith("farm: error: --address: no Ray dashboard answers")
+
+
+def test_the_jobs_out_folder_is_one_argument_to_its_shell_with_only_a_leading_tilde_expanded(tmp_path):
+    from farm.driver.submit import job_entrypoint
+
+    home = tmp_path / "home"
+    home.mkdir()
+    for out, meant in (("~/farm-films", home / "farm-films"), ("~/a;touch pwned", home / "a;touch pwned"),
+                       ("~/$(touch pwned) x", home / "$(touch pwned) x"), ("/films/~/b c", Path("/films/~/b c"))):
+        command = job_entrypoint(out, ("--set", "title=a b"))
+        assert command.startswith("python -m farm.cli render ")
+        # What the job's shell makes of the command's arguments.
+        shown = subprocess.run(["bash", "-c", "printf '%s\\n' " + command.removeprefix("python -m farm.cli ")],
+                               capture_output=True, text=True, cwd=tmp_path,
+                               env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+        args = shown.stdout.splitlines()
+        assert args[args.index("--out") + 1] == str(meant) and args[-2:] == ["--set", "title=a b"], args
+        assert not (tmp_path / "pwned").exists()

@@ -307,6 +307,14 @@ def test_titles_without_letters_are_refused_and_slugs_are_bounded(capsys, tmp_pa
     assert code == 2 and "holds no letters or digits" in error_line(err)
 
 
+def test_slugs_fit_the_file_system_in_bytes_and_compatibility_forms_are_one(tmp_path):
+    title = "\U00020000" * 80  # 80 letters of four bytes each (CJK extension B): 320 bytes
+    slug = slugify(title)
+    assert slug and len(slug.encode("utf-8")) <= 200 and set(slug) == {"\U00020000"}
+    (tmp_path / slug).mkdir()  # the file system takes it (a name of over 255 bytes it refuses)
+    assert slugify("ＹＥＴＩ ﬁlm") == "yeti-film"  # full-width letters and a ligature, NFKC
+
+
 def test_json_schema_answers_in_any_script(server):
     spec = spec_from_dict({"title": "ユキタルディグラダ", "story": {"phrase": "ユキタルディグラダ",
                            "text": "クマムシが目を覚ます。雪が降る。"},

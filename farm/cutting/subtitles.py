@@ -35,7 +35,8 @@ class Cue:
 def clean_text(text: str) -> str:
     """A narration as subtitle lines: no blank lines (they end a cue), no cue arrows."""
     lines = [" ".join(line.split()) for line in text.strip().splitlines()]
-    return "\n".join(line.replace("-->", "->") for line in lines if line)
+    # Any run of dashes before ">" becomes "->": replacing "-->" alone would make "--->" a new "-->".
+    return "\n".join(re.sub(r"-{2,}>", "->", line) for line in lines if line)
 
 
 def cues(narrations: Sequence[str], timeline: Timeline) -> list[Cue]:

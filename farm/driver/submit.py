@@ -68,19 +68,23 @@ def submit(spec: FilmSpec, address: str, out: str = DEFAULT_OUT, extra: tuple[st
     package = Path(farm.__file__).resolve().parent
     with tempfile.TemporaryDirectory(prefix="farm-job-") as folder:
         (Path(folder) / SPEC_NAME).write_text(spec.to_yaml(), encoding="utf-8")
-        # ~ expands on the cluster, in the job's shell; anything else is quoted as given.
-        where = out if out.startswith("~/") and " " not in out else shlex.quote(out)
-        entrypoint = " ".join(["python -m farm.cli render", SPEC_NAME, "--address auto --progress plain",
-                               "--out", where, *map(shlex.quote, extra)])
         try:
             return jobs.submit_job(
-                entrypoint=entrypoint,
+                entrypoint=job_entrypoint(out, extra),
                 runtime_env={"working_dir": folder, "py_modules": [str(package)],
                              "env_vars": {"PYTHONUNBUFFERED": "1"}},
                 metadata={"farm_film": spec.slug, "farm_version": farm.__version__},
             )
         except Exception as exc:
             raise ClusterError(f"--address: the job server at {address} refused the job ({first_line(exc)})") from exc
+
+
+def job_entrypoint(out: str, extra: tuple[str, ...] = ()) -> str:
+    """The job's shell command: every argument quoted; a leading ``~/`` of ``out`` left outside the
+    quotes, so it expands to the home folder on the cluster, in the job's shell, and nothing else does."""
+    where = "~/" + shlex.quote(out[2:]) if out.startswith("~/") else shlex.quote(out)
+    return " ".join(["python -m farm.cli render", SPEC_NAME, "--address auto --progress plain",
+                     "--out", where, *map(shlex.quote, extra)])
 
 
 def known(jobs, job_id: str) -> Any:
