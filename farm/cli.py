@@ -14,7 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from farm import __version__
-from farm.errors import FarmError
+from farm.errors import FarmError, printable
 from farm.spec import PRESETS_DIR, RenderSpec, preset_names
 
 # Where farm render and farm film put a film's folder when --out is not given.
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(printable(message), file=sys.stderr, flush=True)
 
 
 def _terminal_ask():
@@ -208,7 +208,7 @@ def _terminal_ask():
         return None
 
     def ask(question: str) -> str:
-        print(question, end="", file=sys.stderr, flush=True)
+        print(printable(question), end="", file=sys.stderr, flush=True)
         line = sys.stdin.readline()
         if not line:
             raise EOFError
@@ -344,7 +344,7 @@ def cmd_stitch(args: argparse.Namespace) -> int:
     from farm.cutting.stitch import stitch_film
 
     def progress(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        print(printable(message), file=sys.stderr, flush=True)
 
     result = stitch_film(args.film_dir, args.overrides, progress=None if args.quiet else progress)
     print(result.video)
@@ -356,7 +356,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.handler(args)
     except FarmError as exc:
-        print(f"farm: error: {exc}", file=sys.stderr)
+        print(f"farm: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("farm: interrupted; run the same command again to continue where it stopped", file=sys.stderr)

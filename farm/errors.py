@@ -16,6 +16,8 @@ Anything else escaping farm is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class FarmError(Exception):
     """Base class: the message is one line that a user can act on."""
@@ -73,3 +75,13 @@ def first_line(exc: BaseException, with_type: bool = False) -> str:
     if with_type:
         return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
     return line or type(exc).__name__
+
+
+# Escape sequences (CSI "ESC [ ... letter", OSC "ESC ] ... BEL or ESC \\") and every other control
+# character but newline and tab: what could move a terminal's cursor, retitle its window or hide text.
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text for a terminal: an LLM's (or a spec's, or a server's) text stripped of control sequences."""
+    return _CONTROL.sub("", text)

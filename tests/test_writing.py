@@ -52,6 +52,21 @@ def test_story_writes_numbered_candidates_and_the_chosen_spec(tmp_path, capsys, 
     assert spec_from_dict(spec).story.text == saved[1]["text"]
 
 
+def test_the_models_text_reaches_the_terminal_without_control_sequences(tmp_path, capsys, server):
+    nasty = "A yeti \x1b]0;owned\x07wakes\x1b[2J\x1b[1A in the \x9b31m snow\x08."
+    server.script(chat_answer(nasty), chat_answer(nasty))
+    out = tmp_path / "yeti.yaml"
+    code, _, err = farm(capsys, "story", "Yeti", "--candidates", "2", "--pick", "1", "--out", str(out),
+                        *llm_args(server.url))
+    assert code == 0, err
+    assert "A yeti wakes in the 31m snow." in err, repr(err)  # shown, less what a terminal would obey
+    assert not any(c in err for c in "\x1b\x07\x9b\r\x08"), repr(err)
+    # The same for an error the server words.
+    server.script(error(400, "bad \x1b[31mred\x1b[0m request"))
+    code, _, err = farm(capsys, "story", "Yeti", "--out", str(tmp_path / "other.yaml"), *llm_args(server.url))
+    assert code == 2 and "bad red request" in error_line(err) and "\x1b" not in err
+
+
 def test_without_a_terminal_there_is_no_prompt_then_pick_uses_the_saved_ones(tmp_path, capsys, server):
     out = tmp_path / "yeti.yaml"
     args = ["--candidates", "2", "--out", str(out), *llm_args(server.url)]

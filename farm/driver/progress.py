@@ -22,6 +22,8 @@ import sys
 import time
 from typing import IO, Any, Callable, Optional
 
+from farm.errors import printable
+
 
 class Reporter:
     """What the driver tells: one-line messages for a person (``say``) and events for a program (``emit``)."""
@@ -86,9 +88,9 @@ class TerminalProgress:
         from tqdm import tqdm
 
         if self.bar is not None:
-            tqdm.write(text, file=self.stream)
+            tqdm.write(printable(text), file=self.stream)
         else:
-            print(text, file=self.stream, flush=True)
+            print(printable(text), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -105,7 +107,7 @@ class PlainProgress:
         pass
 
     def message(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        print(printable(text), file=self.stream, flush=True)
 
     def close(self) -> None:
         pass
