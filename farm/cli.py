@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="choose candidate K (a saved one if there is one) instead of being asked")
     story.add_argument("--new", action="store_true", help="write new candidates even when some are saved")
     story.add_argument("--out", metavar="FILM.yaml", help="the film spec to write (default: <film>.yaml)")
+    story.add_argument("--force", action="store_true", help="replace the film spec --out names when it exists")
     add_overrides(story, "a spec field for the new film, e.g. --set llm.model=llama3.1")
     story.set_defaults(handler=cmd_story)
 
@@ -221,7 +222,7 @@ def cmd_story(args: argparse.Namespace) -> int:
     from farm.writing.steps import write_story
 
     path = write_story(args.phrase, out=args.out, candidates=args.candidates, pick=args.pick,
-                       overrides=args.overrides, ask=_terminal_ask(), say=_say, new=args.new)
+                       overrides=args.overrides, ask=_terminal_ask(), say=_say, new=args.new, force=args.force)
     print(path)
     return 0
 

@@ -67,6 +67,17 @@ def test_the_models_text_reaches_the_terminal_without_control_sequences(tmp_path
     assert code == 2 and "bad red request" in error_line(err) and "\x1b" not in err
 
 
+def test_story_does_not_replace_a_spec_without_force(tmp_path, capsys, server):
+    out = tmp_path / "yeti.yaml"
+    out.write_text("title: Mine\n# my notes\n")
+    code, _, err = farm(capsys, "story", "Yeti", "--out", str(out), *llm_args(server.url))
+    assert code == 2 and f"{out}: exists; farm story replaces it only with --force" in error_line(err)
+    assert out.read_text() == "title: Mine\n# my notes\n" and not server.requests  # nothing asked, nothing changed
+    code, _, err = farm(capsys, "story", "Yeti", "--out", str(out), "--force", *llm_args(server.url))
+    assert code == 0, err
+    assert yaml.safe_load(out.read_text())["title"] == "Yeti"
+
+
 def test_without_a_terminal_there_is_no_prompt_then_pick_uses_the_saved_ones(tmp_path, capsys, server):
     out = tmp_path / "yeti.yaml"
     args = ["--candidates", "2", "--out", str(out), *llm_args(server.url)]
@@ -79,7 +90,7 @@ def test_without_a_terminal_there_is_no_prompt_then_pick_uses_the_saved_ones(tmp
     assert code == 0, err
     assert len(server.requests) == 2  # no new request: the saved candidate 2 was taken
     assert yaml.safe_load(out.read_text())["story"]["candidate"] == 2
-    code, _, err = farm(capsys, "story", "Yeti", "--pick", "3", *args)
+    code, _, err = farm(capsys, "story", "Yeti", "--pick", "3", "--force", *args)
     assert code == 2 and "--pick 3: there are 2 candidate(s)" in error_line(err)
 
 

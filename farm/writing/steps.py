@@ -79,14 +79,17 @@ def obtain_story(phrase: str, llm: LLMSpec, folder: Path, pick: Optional[int], a
 def write_story(phrase: str, out: Optional[str | Path] = None, candidates: Optional[int] = None,
                 pick: Optional[int] = None, overrides: Sequence[str] = (), ask: Optional[Callable[[str], str]] = None,
                 say: Say = _quiet, environ: Optional[Mapping[str, str]] = None, new: bool = False,
-                show_to: Optional[Say] = None) -> Path:
+                show_to: Optional[Say] = None, force: bool = False) -> Path:
     """``farm story``: candidates from the phrase, one chosen, written as a film spec to ``out``
-    (default ``<film>.yaml``); candidates are kept in ``<out>.candidates/``."""
+    (default ``<film>.yaml``); candidates are kept in ``<out>.candidates/``. A spec already at
+    ``out`` (the user's, perhaps edited) is replaced only with ``force``."""
     phrase = check_phrase(phrase)
     data, trial = base_spec(phrase, overrides, candidates)
     path = Path(out) if out else Path(f"{trial.slug}.yaml")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; --out names the film spec file to write")
+    if path.exists() and not force:  # said before any story is written (an LLM's time costs)
+        raise InputError(f"{path}: exists; farm story replaces it only with --force (or give another --out)")
     folder = path.with_name(f"{path.stem}.candidates")
     chosen = obtain_story(phrase, trial.llm, folder, pick, ask, say, environ, new, show_to)
     film = story_film(phrase, chosen, data)
