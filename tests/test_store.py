@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +133,28 @@ def test_a_store_uri_that_cannot_be_used_is_one_line(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"farm: error: --out: file://{blocked}/films: cannot")
     assert blocked.read_text() == "a file where the store's folder should be"
+
+
+def test_a_written_file_is_on_disk_before_its_rename_and_has_the_umasks_mode(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from farm.folder.layout import atomic_write
+
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", stat.S_ISDIR(os.fstat(fd).st_mode))),
+                                                 real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append(("replace", Path(b).name)), real_replace(a, b))[1])
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "manifest.json", "{}")
+        os.umask(0o077)
+        atomic_write(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    # The file's bytes, then its name, then the folder that holds the name.
+    assert calls[:3] == [("fsync", False), ("replace", "manifest.json"), ("fsync", True)]
+    assert stat.S_IMODE((tmp_path / "manifest.json").stat().st_mode) == 0o644  # mkstemp alone gave 0600
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "private.json"]

@@ -87,7 +87,10 @@ def write_film_yaml(film_dir: Path, spec: FilmSpec, timeline: Optional[dict[str,
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half,
+    even after a crash of the machine: the new file is flushed to disk before it is renamed into
+    place, and the rename is flushed with its folder. The file's mode follows the umask, as a file
+    ``open`` makes (a temporary file starts private)."""
     path = Path(path)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
@@ -96,12 +99,43 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     except OSError as exc:
         raise InputError(f"{path}: cannot be written ({exc.strerror})") from exc
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _sync_folder(path.parent)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise InputError(f"{path}: cannot be written ({exc.strerror})") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def umask() -> int:
+    """This process's umask, read without changing it (Linux says it in /proc; elsewhere it is
+    set and set back)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a platform or file system where a folder cannot be opened: the rename stands unsynced
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
