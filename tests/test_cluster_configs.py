@@ -115,6 +115,7 @@ def config_pythons() -> dict[str, str]:
 
 def test_every_node_gets_one_python_that_every_pin_and_pyproject_admit():
     import tomllib
+
     from packaging.specifiers import SpecifierSet
 
     pythons = config_pythons()

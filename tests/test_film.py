@@ -5,6 +5,7 @@ stories from a loopback OpenAI-protocol server, scenes, the render, then again w
 from __future__ import annotations
 
 import json
+import os
 
 import av
 import numpy as np
@@ -104,7 +105,27 @@ def test_rendering_again_keeps_what_is_rendered(keyframe_film, ray_cluster):
     lost = scene_frames(result.path, 1)[2]
     lost_bytes = lost.read_bytes()
     lost.unlink()
-    third = render_film(spec, out=out)
+    # While this process renders, the folder is its own: a second run, of any command, stops in
+    # one line naming this one and touches nothing.
+    others = []
+
+    def meanwhile(event):
+        if event["event"] == "frames" and not others:
+            files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+            others.append(run_farm("render", str(result.path / "film.yaml"), "--out", str(out)))
+            others.append(run_farm("stitch", str(result.path)))
+            others.append(run_farm("render", str(result.path / "film.yaml"), "--out", str(out), "--resume"))
+            assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files
+
+    third = render_film(spec, out=out, events=meanwhile)
+    assert len(others) == 3
+    for other in others:
+        lines = other.stderr.strip().splitlines()
+        assert other.returncode == 2 and len(lines) == 1, other.stderr
+        assert lines[0].startswith(f"farm: error: {result.path}: farm render (pid {os.getpid()} on "), lines[0]
+        assert lines[0].endswith("is using this film folder; wait for it to end, or stop it (one run at a time "
+                                 "per film)")
+    assert not list(out.glob(".*.lock"))  # gone with its run
     assert third.scenes_rendered == 1
     assert lost.read_bytes() == lost_bytes
     assert scene_frames(result.path, 0)[0].stat().st_mtime_ns == before[scene_frames(result.path, 0)[0]]

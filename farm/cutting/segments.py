@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 
 from farm.cutting.subtitles import Cue, clip_cues, make_ass
 from farm.cutting.tools import file_arg, run_ffmpeg
+from farm.folder.layout import temp_beside
 
 CODECS = {"h264": "libx264", "h265": "libx265"}
 
@@ -129,7 +130,7 @@ def encode_piece(piece: Piece, encoding: Encoding, burn: Sequence[Cue], out: Pat
             (work / "cues.ass").write_text(make_ass(burn, encoding.display_size, burn=True), encoding="utf-8")
             tail += "subtitles=filename=cues.ass,"
         chains.append(tail + f"format={encoding.pix_fmt}[v]")
-        tmp = out.with_name(f".{out.name}.tmp.mp4")
+        tmp = temp_beside(out.with_suffix(".mp4"))
         args = [*inputs, "-filter_complex", ";".join(chains), "-map", "[v]", "-frames:v", str(piece.frames),
                 *encoding.args(), file_arg(tmp)]
         try:
@@ -152,7 +153,7 @@ def join(pieces: Sequence[Path], out: Path, exe: str, codec: str, audio: Optiona
     folder = pieces[0].parent
     listing = folder / f".film-{os.getpid()}.ffconcat"
     listing.write_text("ffconcat version 1.0\n" + "".join(f"file {p.name}\n" for p in pieces), encoding="utf-8")
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    tmp = temp_beside(out)
     args = ["-f", "concat", "-safe", "0", "-i", file_arg(listing)]
     maps = ["-map", "0:v"]
     if audio is not None:
@@ -175,7 +176,7 @@ def join(pieces: Sequence[Path], out: Path, exe: str, codec: str, audio: Optiona
 
 
 def encode_audio(wav: Path, out: Path, exe: str) -> Path:
-    tmp = out.with_name(f".{out.name}.tmp.m4a")
+    tmp = temp_beside(out.with_suffix(".m4a"))
     try:
         run_ffmpeg(exe, ["-i", file_arg(wav), "-c:a", "aac", "-b:a", "96k", file_arg(tmp)], "the narration audio")
         os.replace(tmp, out)

@@ -18,6 +18,7 @@ from farm.cutting.timeline import transition_frames
 from farm.cutting.tools import find_ffmpeg
 from farm.errors import InputError, SpecError
 from farm.folder.layout import SPEC_NAME, bridge_on_disk, frame_path, write_film_yaml
+from farm.folder.lock import folder_lock
 from farm.spec import FilmSpec, spec_from_dict
 
 
@@ -59,18 +60,21 @@ def stitch_film(film_dir: str | Path, overrides: Sequence[str] = (),
     """Stitch ``film_dir`` again with ``overrides`` applied to its video settings."""
     say = progress or (lambda message: None)
     film_dir = Path(film_dir)
-    spec = load_film(film_dir, overrides)
-    check_frames(spec, film_dir)
-    exe = find_ffmpeg(spec.video.ffmpeg)
-    plan = plan_cut(spec, exe, say, film_dir=film_dir, bridges=bridges_on_disk(spec, film_dir), hold_to_fit=True)
-    cutter = FilmCutter(plan, film_dir, exe, say)
-    try:
-        for k in range(len(spec.scenes)):
-            cutter.bridge_ready(k)
-            cutter.scene_ready(k)
-        stitched = cutter.finish()
-    except BaseException:
-        cutter.close()
-        raise
-    write_film_yaml(film_dir, spec, stitched.timeline.to_dict())
-    return stitched
+    if not (film_dir / SPEC_NAME).is_file():  # said before a lock is made beside a folder that is none
+        raise InputError(f"{film_dir}: not a rendered film folder (no film.yaml)")
+    with folder_lock(film_dir, "farm stitch"):  # one run per film folder
+        spec = load_film(film_dir, overrides)
+        check_frames(spec, film_dir)
+        exe = find_ffmpeg(spec.video.ffmpeg)
+        plan = plan_cut(spec, exe, say, film_dir=film_dir, bridges=bridges_on_disk(spec, film_dir), hold_to_fit=True)
+        cutter = FilmCutter(plan, film_dir, exe, say)
+        try:
+            for k in range(len(spec.scenes)):
+                cutter.bridge_ready(k)
+                cutter.scene_ready(k)
+            stitched = cutter.finish()
+        except BaseException:
+            cutter.close()
+            raise
+        write_film_yaml(film_dir, spec, stitched.timeline.to_dict())
+        return stitched

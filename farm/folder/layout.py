@@ -15,6 +15,7 @@ names from here. ``film.yaml`` has one writer, :func:`write_film_yaml`.
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -84,6 +85,14 @@ def write_film_yaml(film_dir: Path, spec: FilmSpec, timeline: Optional[dict[str,
     path = Path(film_dir) / SPEC_NAME
     atomic_write(path, film_yaml(spec, timeline))
     return path
+
+
+def temp_beside(path: Path) -> Path:
+    """A name for ``path``'s file while it is made (ffmpeg's output before its rename): hidden,
+    this process's own, and ending as ``path`` does, so a tool that reads the format from the
+    name reads the right one."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
