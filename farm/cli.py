@@ -48,6 +48,10 @@ def add_overrides(parser: argparse.ArgumentParser, text: str, metavar: str = "KE
     """``--set KEY=VALUE``, repeatable: spec fields over the file (see farm.spec.apply_override)."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar=metavar,
                         help=f"{text} (repeatable)")
+    parser.add_argument("--trust-spec-endpoints", action="store_true",
+                        help="send API keys to the servers the spec names (llm.base_url, video.speech_base_url); "
+                             "without it a key goes only to a server named on the command line or in the "
+                             "environment ($OPENAI_BASE_URL, $FARM_TRUSTED_ENDPOINTS), or to OpenAI's")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,8 +356,24 @@ def cmd_stitch(args: argparse.Namespace) -> int:
     return 0
 
 
+def trust_named_endpoints(args: argparse.Namespace, environ: dict[str, str]) -> None:
+    """Servers the user names here (``--set llm.base_url=URL``) may get API keys (farm/keys.py)."""
+    from farm.keys import TRUST_SPEC_ENV, trust_endpoint
+
+    for item in getattr(args, "overrides", None) or []:
+        key, _, value = item.partition("=")
+        if key.strip() in ("llm.base_url", "video.speech_base_url") and value.strip():
+            trust_endpoint(value, environ)
+    if getattr(args, "trust_spec_endpoints", False):
+        environ[TRUST_SPEC_ENV] = "1"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from farm.keys import TRUST_SPEC_ENV, TRUSTED_ENV
+
+    saved = {name: os.environ.get(name) for name in (TRUSTED_ENV, TRUST_SPEC_ENV)}
+    trust_named_endpoints(args, os.environ)
     try:
         return args.handler(args)
     except FarmError as exc:
@@ -362,6 +382,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("farm: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
         return 130
+    finally:
+        for name, value in saved.items():  # what this command trusted ends with it (main runs in tests too)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 if __name__ == "__main__":

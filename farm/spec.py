@@ -24,6 +24,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from farm.errors import InputError, SpecError
+from farm.keys import url_secret
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 # Side lengths a BigGAN-deep generator makes: 4x4 doubled by 4, 5, 6 or 7 up-sampling blocks
@@ -212,6 +213,31 @@ class VideoSpec:
                             f"must be between 0 and 10 seconds, got {self.transition_seconds!r}")
         if not self.speech_model.strip():
             raise SpecError(f"{path}.speech_model", "must name a text-to-speech model")
+        check_key_env(f"{path}.speech_api_key_env", self.speech_api_key_env)
+        check_endpoint(f"{path}.speech_base_url", self.speech_base_url)
+
+
+def check_key_env(where: str, name: str) -> None:
+    if not name.strip() or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise SpecError(where, f"must be the name of an environment variable, got {name!r}")
+
+
+def check_endpoint(where: str, url: Optional[str]) -> None:
+    if url is not None and url.strip() and not re.match(r"https?://", url.strip()):
+        raise SpecError(where, f"must start with http:// or https://, got {url!r}")
+
+
+def check_no_secrets(data: dict[str, Any]) -> None:
+    """A spec file's server URLs hold no secret (a spec is shared, and saved beside the film): a key
+    goes in the environment (farm/keys.py). On the command line (--set) a URL may hold one; farm
+    uses it and saves the URL without it."""
+    urls = (("llm", "base_url", "api_key_env"), ("video", "speech_base_url", "speech_api_key_env"))
+    for section, name, key_env in urls:
+        url = data.get(section, {}).get(name) if isinstance(data.get(section), dict) else None
+        secret = url_secret(url) if isinstance(url, str) else ""
+        if secret:
+            raise SpecError(f"{section}.{name}", f"holds {secret}; a spec file holds no secrets: put the key in "
+                                                 f"the environment ({section}.{key_env} names the variable)")
 
 
 @dataclass(frozen=True)
@@ -396,11 +422,8 @@ class LLMSpec:
     def validate(self, path: str) -> None:
         if not self.model.strip():
             raise SpecError(f"{path}.model", "must name a model")
-        if not self.api_key_env.strip() or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
-            raise SpecError(f"{path}.api_key_env",
-                            f"must be the name of an environment variable, got {self.api_key_env!r}")
-        if self.base_url is not None and self.base_url.strip() and not re.match(r"https?://", self.base_url.strip()):
-            raise SpecError(f"{path}.base_url", f"must start with http:// or https://, got {self.base_url!r}")
+        check_key_env(f"{path}.api_key_env", self.api_key_env)
+        check_endpoint(f"{path}.base_url", self.base_url)
         positive_ints = {"candidates": self.candidates, "story_words": self.story_words,
                          "max_tokens": self.max_tokens, "chunk_words": self.chunk_words}
         for name, value in positive_ints.items():
@@ -603,6 +626,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise InputError(f"{path}: a film spec is a mapping of keys (title, scenes, ...), got {type(data).__name__}")
+    check_no_secrets(data)
     return data
 
 

@@ -264,8 +264,16 @@ def speech_server():
 
 
 def test_openai_narration_through_the_client(tmp_path, speech_server, monkeypatch):
+    from farm.cutting.narration import speak_openai
+    from farm.spec import VideoSpec
+
     url, requests = speech_server
     monkeypatch.setenv("FARM_TEST_TTS_KEY", "sk-test")
+    # A server only the spec names gets no key (farm/keys.py) ...
+    speak_openai("a yeti", VideoSpec(speech_base_url=url, speech_api_key_env="FARM_TEST_TTS_KEY"))
+    assert requests.pop()[2] == "Bearer none"
+    # ... one the user names does (here in the environment; --set video.speech_base_url does the same).
+    monkeypatch.setenv("FARM_TRUSTED_ENDPOINTS", url)
     result, _ = cut_film(tmp_path / "film", scenes=2, narration="openai", speech_base_url=url, voice="nova",
                          speech_api_key_env="FARM_TEST_TTS_KEY", transition="cut")
     assert [r[0] for r in requests] == ["/v1/audio/speech"] * 2

@@ -3,6 +3,7 @@ gets one line naming the cause and what to do, exit 2, and no file written or ch
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -122,7 +123,9 @@ def test_key_reaches_the_server_and_no_file_or_log(tmp_path, capsys, monkeypatch
         args = llm_args(server.url, api_key_env="FARM_TEST_KEY", candidates=2)
         code, out, err = farm(capsys, "story", "Yeti Tardigrade", "--pick", "2", *args)
         assert code == 0, err
-        code2, out2, err2 = farm(capsys, "plan", "yeti-tardigrade.yaml", "--out", "planned.yaml")
+        # The written spec names the server; the user trusts it (else the key would stay home).
+        code2, out2, err2 = farm(capsys, "plan", "yeti-tardigrade.yaml", "--out", "planned.yaml",
+                                 "--trust-spec-endpoints")
         assert code2 == 0, err2
         assert all(r["headers"]["authorization"] == f"Bearer {KEY}" for r in server.requests)
         assert len(server.requests) == 3  # two stories, one plan
@@ -203,3 +206,71 @@ def test_nothing_configured_says_how_to_configure(capsys, tmp_path):
     assert code == 2
     assert "no LLM configured to write a story: set $OPENAI_API_KEY for OpenAI, or llm.base_url" in error_line(err)
 
+
+
+# --- where the key goes -------------------------------------------------------------------------
+
+
+def spec_naming(tmp_path, url, **video):
+    data = {"title": "Yeti", "story": {"text": "A yeti wakes. It sleeps."}, "llm": {"base_url": url, "model": "fake",
+                                                                                     "retry_wait": 0.001},
+            "video": video}
+    path = tmp_path / "film.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_key_goes_only_to_a_server_the_user_names(tmp_path, capsys, server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("FARM_TRUSTED_ENDPOINTS", raising=False)
+    sent = lambda: [r["headers"].get("authorization") for r in server.requests]  # noqa: E731
+    # A server only the spec file names gets no key, and farm says so.
+    code, _, err = farm(capsys, "plan", str(spec_naming(tmp_path, server.url)), "--out", str(tmp_path / "a.yaml"))
+    assert code == 0, err
+    assert sent() and f"Bearer {KEY}" not in sent() and "$OPENAI_API_KEY is not sent to" in err
+    # Named by the user: on the command line, in the environment, or the spec trusted by a flag.
+    for how, extra in (("--set", ["--set", f"llm.base_url={server.url}"]), ("trust", ["--trust-spec-endpoints"]),
+                       ("env", [])):
+        server.requests.clear()
+        with monkeypatch.context() as env:
+            if how == "env":
+                env.setenv("FARM_TRUSTED_ENDPOINTS", f"https://elsewhere.example/v1,{server.url}")
+            code, _, err = farm(capsys, "plan", str(spec_naming(tmp_path, server.url)), "--out",
+                                str(tmp_path / f"{how}.yaml"), *extra)
+        assert code == 0, err
+        assert set(sent()) == {f"Bearer {KEY}"}, how
+    assert "FARM_TRUST_SPEC_ENDPOINTS" not in os.environ and "FARM_TRUSTED_ENDPOINTS" not in os.environ
+
+
+def test_a_spec_file_holds_no_secret_in_its_urls(tmp_path, capsys):
+    for url, said in (("http://user:hunter2@127.0.0.1:9/v1", "a user:password"),
+                      ("http://127.0.0.1:9/v1?api_key=hunter2", "a 'api_key' parameter")):
+        code, _, err = farm(capsys, "plan", str(spec_naming(tmp_path, url)))
+        assert code == 2 and error_line(err).startswith(f"farm: error: llm.base_url: holds {said}"), err
+        assert "hunter2" not in err
+        code, _, err = farm(capsys, "plan", str(spec_naming(tmp_path, "http://127.0.0.1:9/v1", speech_base_url=url)))
+        assert code == 2 and error_line(err).startswith(f"farm: error: video.speech_base_url: holds {said}"), err
+
+
+def test_a_local_clusters_workers_get_no_api_keys():
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    script = ("import os, ray\n"
+              "from farm.driver.cluster import connect\n"
+              "os.environ['OPENAI_API_KEY'] = 'sk-driver'\n"
+              "connect(None)\n"
+              "print(ray.get(ray.remote(lambda: repr(os.environ.get('OPENAI_API_KEY'))).remote()))\n"
+              "print(os.environ['OPENAI_API_KEY'])\n"
+              "ray.shutdown()\n")
+    temp = tempfile.mkdtemp(prefix="farmkey", dir="/tmp")  # short: Ray's socket paths have a limit
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, RAY_TMPDIR=temp))
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-2:] == ["None", "sk-driver"]  # the worker has none; the driver keeps it

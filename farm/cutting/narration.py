@@ -33,6 +33,7 @@ from farm.cutting.subtitles import clean_text
 from farm.cutting.timeline import Timeline
 from farm.cutting.tools import run_ffmpeg
 from farm.errors import NarrationError, first_line
+from farm.keys import OPENAI_URL, key_may_go
 
 SAMPLE_RATE = 24000
 # Silence after a scene's speech before the next scene may start speaking.
@@ -92,10 +93,16 @@ def speak_espeak(text: str, voice: str) -> bytes:
 def speak_openai(text: str, video) -> bytes:
     import openai
 
-    key = os.environ.get(video.speech_api_key_env)
+    key = os.environ.get(video.speech_api_key_env, "").strip()
     if not key and not video.speech_base_url:
         raise NarrationError(f"video.narration: openai needs an API key in ${video.speech_api_key_env} "
                              "or a server in video.speech_base_url")
+    withheld = ""
+    if key and not key_may_go(video.speech_base_url or OPENAI_URL, os.environ):
+        # A server only the spec names gets no key (farm/keys.py).
+        withheld = (f" (${video.speech_api_key_env} was not sent: only the spec names that server; "
+                    "--trust-spec-endpoints or --set video.speech_base_url=URL sends it)")
+        key = ""
     client = openai.OpenAI(base_url=video.speech_base_url, api_key=key or "none", max_retries=1, timeout=120)
     voice = video.voice or DEFAULT_VOICES["openai"]
     try:
@@ -104,8 +111,10 @@ def speak_openai(text: str, video) -> bytes:
         return response.read()
     except openai.OpenAIError as exc:
         reason = first_line(exc)
+        if len(key) >= 4:  # scrubbed as the LLM's errors are: a server may echo the key it was sent
+            reason = reason.replace(key, "***")
         where = video.speech_base_url or "the OpenAI API"
-        raise NarrationError(f"video.narration: openai text-to-speech at {where} failed: {reason}") from exc
+        raise NarrationError(f"video.narration: openai text-to-speech at {where} failed: {reason}{withheld}") from exc
 
 
 def decode_audio(data: bytes, exe: str, what: str) -> np.ndarray:

@@ -8,6 +8,7 @@ import socket
 from typing import Optional
 
 from farm.errors import ClusterError, first_line
+from farm.keys import secret_names
 
 
 def connect(address: Optional[str]) -> bool:
@@ -29,8 +30,14 @@ def connect(address: Optional[str]) -> bool:
         # start; the notice is not news to a farm user.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         # address="local": a new cluster of our own, even where another Ray runs on this machine.
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        # Its processes inherit this one's environment, less the API keys: workers render pictures
+        # and need none (farm/keys.py); the driver keeps them.
+        hidden = {name: os.environ.pop(name) for name in secret_names(os.environ)}
+        try:
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        finally:
+            os.environ.update(hidden)
         return True
     except ClusterError:
         raise

@@ -24,9 +24,9 @@ from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from farm.errors import LLMError
+from farm.keys import OPENAI_URL, key_may_go
 from farm.spec import LLMSpec
 
-OPENAI_URL = "https://api.openai.com/v1"
 # Sent when no key is set: local servers (vLLM, Ollama, llama.cpp) accept anything.
 NO_KEY = "no-key"
 
@@ -95,6 +95,11 @@ class LLMClient:
         self.say = say or (lambda message: None)
         self.sleep = sleep
         self._key = environ.get(llm.api_key_env, "").strip()
+        if self._key and not key_may_go(self.url, environ):
+            # A server only the spec names gets no key (farm/keys.py); a local one needs none.
+            self.say(f"llm: ${llm.api_key_env} is not sent to {public_url(self.url)}: only the spec names that "
+                     "server (--trust-spec-endpoints, or --set llm.base_url=URL, sends it)")
+            self._key = ""
         self.structured = llm.structured
         # The openai client's own retries are off: farm retries, so that waits and messages are its own.
         self._client = OpenAI(api_key=self._key or NO_KEY, base_url=self.url, timeout=llm.timeout, max_retries=0)
