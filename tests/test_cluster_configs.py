@@ -80,8 +80,14 @@ def test_the_image_installs_pins_before_the_source_and_runs_as_a_user():
     assert users and users[-1] != "USER root"
 
 
+def kuberay() -> dict[str, dict]:
+    """cluster/kuberay.yaml's objects by kind."""
+    docs = [d for d in yaml.safe_load_all((ROOT / "cluster" / "kuberay.yaml").read_text()) if d]
+    return {d["kind"]: d for d in docs}
+
+
 def test_kuberay_names_the_pinned_ray_and_turns_token_auth_on():
-    cluster = yaml.safe_load((ROOT / "cluster" / "kuberay.yaml").read_text())
+    cluster = kuberay()["RayCluster"]
     assert cluster["spec"]["rayVersion"] == pinned_version(pins()["ray"])
     assert cluster["spec"]["authOptions"] == {"mode": "token"}
     assert cluster["spec"]["enableInTreeAutoscaling"] is True
@@ -91,7 +97,43 @@ def test_kuberay_names_the_pinned_ray_and_turns_token_auth_on():
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     images = re.findall(r"image: (\S+)", (ROOT / "cluster" / "kuberay.yaml").read_text())
-    assert images and all(image.endswith(f":{version}") for image in images)
+    # By digest (the tag says which release; the digest which bytes, on every node alike).
+    assert images and all(re.fullmatch(rf"REGISTRY/farm:{re.escape(version)}@sha256:\S+", i) for i in images), images
+
+
+def test_kuberay_pods_run_unprivileged_behind_a_network_policy_with_the_films_on_a_claim():
+    objects = kuberay()
+    cluster = objects["RayCluster"]["spec"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    dockerfile = (ROOT / "cluster" / "Dockerfile").read_text()
+    uid = int(re.search(r"useradd .*--uid (\d+)", dockerfile).group(1))
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == uid
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"]
+            assert not security.get("privileged") and "add" not in security["capabilities"]
+    # Only the cluster's own pods reach its ports (GCS, client, dashboard, workers').
+    policy = objects["NetworkPolicy"]["spec"]
+    labels = {"ray.io/cluster": objects["RayCluster"]["metadata"]["name"]}
+    assert policy["podSelector"] == {"matchLabels": labels} and policy["policyTypes"] == ["Ingress"]
+    assert policy["ingress"] == [{"from": [{"podSelector": {"matchLabels": labels}}]}]
+    # The films outlive the head pod.
+    head = pods[0]
+    films = next(v for v in head["volumes"] if v["name"] == "films")
+    assert films == {"name": "films", "persistentVolumeClaim": {"claimName": objects["PersistentVolumeClaim"]
+                                                                ["metadata"]["name"]}}
+    assert any(m["name"] == "films" and m["mountPath"] == "/films" for m in head["containers"][0]["volumeMounts"])
+
+
+def test_launcher_token_files_are_private():
+    for config in (ROOT / "cluster.yaml", ROOT / "cluster" / "onprem.yaml"):
+        text = config.read_text()
+        makes = [line for line in text.splitlines() if "farm_auth_token" in line and "secrets.token_hex" in line]
+        assert makes and all("umask 077" in line for line in makes), config  # made private on your machine
+        data = yaml.safe_load(text)
+        assert any("chmod 600 ~/.ray/auth_token" in c for c in data["setup_commands"]), config  # and on each node
 
 
 def config_pythons() -> dict[str, str]:
