@@ -190,7 +190,8 @@ class VideoSpec:
     speech_api_key_env: str = "OPENAI_API_KEY"
     """The environment variable holding the text-to-speech server's key."""
     ffmpeg: Optional[str] = None
-    """Path to an ffmpeg binary; default: imageio-ffmpeg's, else ffmpeg on PATH."""
+    """Path to an ffmpeg binary; default: $FARM_FFMPEG, else imageio-ffmpeg's, else ffmpeg on PATH.
+    Only from the command line (--set): a spec file may not name a program to run."""
 
     @property
     def played_size(self) -> int:
@@ -227,10 +228,15 @@ def check_endpoint(where: str, url: Optional[str]) -> None:
         raise SpecError(where, f"must start with http:// or https://, got {url!r}")
 
 
-def check_no_secrets(data: dict[str, Any]) -> None:
-    """A spec file's server URLs hold no secret (a spec is shared, and saved beside the film): a key
-    goes in the environment (farm/keys.py). On the command line (--set) a URL may hold one; farm
-    uses it and saves the URL without it."""
+def check_file_fields(data: dict[str, Any]) -> None:
+    """What a spec file (shared, and saved beside the film) may not say, though the command line may:
+    a secret in a server's URL (a key goes in the environment, farm/keys.py; a URL given with --set
+    is used and saved without it), and the ffmpeg binary farm runs (video.ffmpeg: --set, or
+    $FARM_FFMPEG)."""
+    video = data.get("video")
+    if isinstance(video, dict) and video.get("ffmpeg") not in (None, ""):
+        raise SpecError("video.ffmpeg", "is not taken from a spec file (it names a program farm would run): give "
+                                        "it on the command line (--set video.ffmpeg=PATH) or in $FARM_FFMPEG")
     urls = (("llm", "base_url", "api_key_env"), ("video", "speech_base_url", "speech_api_key_env"))
     for section, name, key_env in urls:
         url = data.get(section, {}).get(name) if isinstance(data.get(section), dict) else None
@@ -626,7 +632,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise InputError(f"{path}: a film spec is a mapping of keys (title, scenes, ...), got {type(data).__name__}")
-    check_no_secrets(data)
+    check_file_fields(data)
     return data
 
 

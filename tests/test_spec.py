@@ -188,3 +188,29 @@ def test_a_preset_is_a_name_of_farm_presets_not_a_path():
             spec_from_dict(data)
         with pytest.raises(SpecError, match="render.preset: unknown preset"):
             spec_from_dict(tiny_film(), preset=name)
+
+
+def test_the_ffmpeg_binary_comes_from_the_command_line_or_the_environment_never_a_file(tmp_path, monkeypatch):
+    from farm.cutting.tools import find_ffmpeg
+    from farm.errors import StitchError
+    from farm.folder.layout import film_yaml
+
+    data = tiny_film()
+    data["video"] = {"ffmpeg": "/bin/sh"}  # a program farm would run
+    path = tmp_path / "f.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=r"^video.ffmpeg: is not taken from a spec file"):
+        load_spec(path)
+    data["video"] = {}
+    path.write_text(yaml.safe_dump(data))
+    real = find_ffmpeg()
+    spec = load_spec(path, overrides=[f"video.ffmpeg={real}"])  # the command line may
+    assert find_ffmpeg(spec.video.ffmpeg) == real
+    assert yaml.safe_load(film_yaml(spec))["video"]["ffmpeg"] is None  # and film.yaml does not keep it
+    link = tmp_path / "my-ffmpeg"
+    link.symlink_to(real)
+    monkeypatch.setenv("FARM_FFMPEG", str(link))
+    assert find_ffmpeg() == str(link) and find_ffmpeg(real) == real
+    monkeypatch.setenv("FARM_FFMPEG", str(tmp_path / "none"))
+    with pytest.raises(StitchError, match=r"^\$FARM_FFMPEG: .*none is not an executable ffmpeg"):
+        find_ffmpeg()

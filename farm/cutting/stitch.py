@@ -32,6 +32,8 @@ def load_film(film_dir: Path, overrides: Sequence[str]) -> FilmSpec:
         raise InputError(f"{spec_file}: cannot be read ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):
         raise InputError(f"{spec_file}: not a film spec")
+    if isinstance(data.get("video"), dict):
+        data["video"].pop("ffmpeg", None)  # a film.yaml names no program to run (an old one may): --set does
     for item in overrides:
         key = item.partition("=")[0].strip()
         if not key.startswith("video."):

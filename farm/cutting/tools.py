@@ -20,12 +20,14 @@ STDERR_TAIL = 3  # lines of ffmpeg's own words kept in an error
 
 
 def find_ffmpeg(configured: str | None = None) -> str:
-    """The spec's ``video.ffmpeg``, else imageio-ffmpeg's static build, else ``ffmpeg`` on PATH."""
-    if configured:
-        path = shutil.which(configured) or (configured if os.access(configured, os.X_OK) else None)
-        if not path:
-            raise StitchError(f"video.ffmpeg: {configured} is not an executable ffmpeg")
-        return path
+    """``video.ffmpeg`` (given on the command line), else ``$FARM_FFMPEG``, else imageio-ffmpeg's
+    static build, else ``ffmpeg`` on PATH. Never one a spec file or film.yaml names."""
+    for where, value in (("video.ffmpeg", configured), ("$FARM_FFMPEG", os.environ.get("FARM_FFMPEG"))):
+        if value:
+            path = shutil.which(value) or (value if os.access(value, os.X_OK) else None)
+            if not path:
+                raise StitchError(f"{where}: {value} is not an executable ffmpeg")
+            return path
     try:
         import imageio_ffmpeg
 

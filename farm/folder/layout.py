@@ -14,6 +14,7 @@ names from here. ``film.yaml`` has one writer, :func:`write_film_yaml`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import tempfile
@@ -73,8 +74,9 @@ def segments_dir(film_dir: Path) -> Path:
 
 
 def film_yaml(spec: FilmSpec, timeline: Optional[dict[str, Any]] = None) -> str:
-    """The resolved spec; after a stitch, the timeline every tool follows (ignored when read back)."""
-    text = spec.to_yaml()
+    """The resolved spec; after a stitch, the timeline every tool follows (ignored when read back).
+    Not the ffmpeg binary of this run: a film.yaml never names a program to run."""
+    text = dataclasses.replace(spec, video=dataclasses.replace(spec.video, ffmpeg=None)).to_yaml()
     if timeline is not None:
         text += yaml.safe_dump({"timeline": timeline}, sort_keys=False, width=100)
     return text
