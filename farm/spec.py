@@ -43,6 +43,7 @@ MAX_STEPS = 100_000  # steps_per_frame, warmup_steps, anchor_steps, reseed_every
 MAX_CUTOUTS = 1_024
 MAX_PASSES = 1_024  # init_candidates, gradient_accumulation
 MAX_IN_FLIGHT = 1_024
+MAX_STALL_SECONDS = 86_400.0  # dispatch.stall_seconds: a day
 MAX_WORKERS = 4_096
 
 # Reading speed used when a scene gives no duration: words per second of narration.
@@ -468,6 +469,12 @@ class DispatchSpec:
     """Keep the film's idle render workers, models loaded, for the next film this process renders
     on the same Ray cluster with the same models (a script or notebook rendering several films);
     they hold their GPUs or CPUs meanwhile. false: workers stop with the film."""
+    stall_seconds: float = 0.0
+    """Seconds a job's stream may send nothing before its worker counts as hung: the job is
+    cancelled, the worker killed and replaced, and the job continues elsewhere from its last
+    state, spending no retry. 0: automatic, 10 times the slowest frame measured in this run
+    (at least 60 s; an hour while nothing is measured yet), longer before a stream's first
+    frame by its warm-up (see docs/OPERATIONS.md)."""
 
     def validate(self, path: str) -> None:
         if self.state_every < 0:
@@ -477,6 +484,9 @@ class DispatchSpec:
                 raise SpecError(f"{path}.{name}", f"must be at least 1, got {getattr(self, name)!r}")
         if self.in_flight > MAX_IN_FLIGHT:
             raise SpecError(f"{path}.in_flight", f"must be at most {MAX_IN_FLIGHT}, got {self.in_flight!r}")
+        if not 0 <= self.stall_seconds <= MAX_STALL_SECONDS:
+            raise SpecError(f"{path}.stall_seconds",
+                            f"must be 0 (automatic) to {MAX_STALL_SECONDS:g} seconds, got {self.stall_seconds!r}")
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,8 @@ def test_story_text_without_scenes_is_allowed():
     ({"render": {"init_candidates": 10**6}}, "render.init_candidates", "at most 1024"),
     ({"render": {"workers": 10**6}}, "render.workers", "at most 4096"),
     ({"dispatch": {"in_flight": 10**6}}, "dispatch.in_flight", "at most 1024"),
+    ({"dispatch": {"stall_seconds": 10**6}}, "dispatch.stall_seconds", "to 86400 seconds"),
+    ({"dispatch": {"stall_seconds": -1}}, "dispatch.stall_seconds", "must be 0 (automatic)"),
 ])
 def test_work_has_limits(change, field, words):
     data = tiny_film()
