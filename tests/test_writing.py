@@ -146,6 +146,19 @@ def test_plan_with_json_schema_writes_scenes_in_place(tmp_path, capsys, server):
     assert [p.name for p in tmp_path.iterdir()] == ["film.yaml"]  # no temporary file left
 
 
+def test_plan_keeps_the_files_comments_or_says_they_are_gone(tmp_path, capsys, server):
+    path = story_file(tmp_path, server)
+    path.write_text("# My yeti film: keep this note.\n" + path.read_text() + "video:\n  fps: 8  # slow\n")
+    code, _, err = farm(capsys, "plan", str(path))
+    assert code == 0, err
+    text = path.read_text()
+    assert text.startswith("# My yeti film: keep this note.\n") and "fps: 8  # slow" in text
+    assert len(yaml.safe_load(text)["scenes"]) == 4 and "comments are not kept" not in err
+    code, _, err = farm(capsys, "plan", str(path), "--force")  # the scenes replaced: written anew
+    assert code == 0, err
+    assert f"{path}: its comments are not kept" in err and "# My yeti" not in path.read_text()
+
+
 def test_plan_out_leaves_the_original_alone_and_refuses_to_replan(tmp_path, capsys, server):
     path = story_file(tmp_path, server)
     original = path.read_bytes()

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import yaml
+
 from farm.errors import InputError, LLMError
 from farm.folder.layout import atomic_write
 from farm.spec import FilmSpec, LLMSpec, apply_override, read_spec_file, readable_yaml, spec_from_dict
@@ -115,9 +117,25 @@ def plan_file(path: str | Path, out: Optional[str | Path] = None, overrides: Seq
     data["scenes"] = [scene_dict(s) for s in scenes]
     plan_film(spec_from_dict(data))  # every prompt fits CLIP, the whole spec loads
     target = Path(out) if out else path
-    atomic_write(target, readable_yaml(data))
+    atomic_write(target, planned_text(path.read_text(encoding="utf-8"), data, path, say))
     say(f"{len(scenes)} scenes written to {target}")
     return target
+
+
+def planned_text(original: str, data: dict[str, Any], path: Path, say: Say) -> str:
+    """The planned spec as YAML. When the plan only adds ``scenes`` to the file, the file's own text
+    is kept, comments and all, with the scenes after it; otherwise it is written anew, and its
+    comments, if it had any, are said to be gone."""
+    added = original.rstrip("\n") + "\n" + readable_yaml({"scenes": data["scenes"]})
+    try:
+        before = yaml.safe_load(original)
+        if isinstance(before, dict) and "scenes" not in before and yaml.safe_load(added) == data:
+            return added
+    except yaml.YAMLError:
+        pass
+    if any(line.lstrip().startswith("#") or " #" in line for line in original.splitlines()):
+        say(f"{path}: its comments are not kept (its scenes are replaced and the file written anew)")
+    return readable_yaml(data)
 
 
 def scene_dict(scene: Any) -> dict[str, Any]:
