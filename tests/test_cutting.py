@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 import threading
 import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -245,6 +246,10 @@ def speech_server():
                 payload = json.dumps({"error": {"message": "voice unavailable", "type": "server_error"}}).encode()
                 self.send_response(400)
                 self.send_header("Content-Type", "application/json")
+            elif body["input"] == "FLAC":  # a server answering in a format it was not asked for
+                payload = flac_of(tone_wav())
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/flac")
             else:
                 payload = tone_wav()
                 self.send_response(200)
@@ -287,8 +292,18 @@ def test_openai_narration_through_the_client(tmp_path, speech_server, monkeypatc
         assert np.sqrt(np.mean(samples[int((k + 0.75) * rate): int((k + 0.95) * rate)] ** 2)) < 0.01
 
 
+def flac_of(wav: bytes) -> bytes:
+    from farm.cutting.tools import find_ffmpeg
+
+    return subprocess.run([find_ffmpeg(), "-v", "error", "-f", "wav", "-i", "pipe:0", "-f", "flac", "pipe:1"],
+                          input=wav, capture_output=True, check=True).stdout
+
+
 def test_failing_or_missing_engines_are_one_line(tmp_path, speech_server, monkeypatch):
     url, _ = speech_server
+    # Asked for WAV, answered in FLAC (ffmpeg would have read it, guessing): read as asked, refused.
+    with pytest.raises(NarrationError, match=r"^video.narration: the narration of scene 1: the answer is not WAV"):
+        cut_film(tmp_path / "flac", scenes=1, narrations=["FLAC"], narration="openai", speech_base_url=url)
     with pytest.raises(NarrationError,
                        match=r"^video.narration: openai text-to-speech at .* failed: .*voice unavailable"):
         cut_film(tmp_path / "a", scenes=1, narrations=["FAIL"], narration="openai", speech_base_url=url)

@@ -118,8 +118,13 @@ def speak_openai(text: str, video) -> bytes:
 
 
 def decode_audio(data: bytes, exe: str, what: str) -> np.ndarray:
-    raw = run_ffmpeg(exe, ["-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"],
-                     what, stdin=data)
+    """Speech as asked for it (WAV: espeak-ng writes it, the speech API is asked for it), read as
+    WAV: an answer in another format (or an error page) is one line, not a guess of ffmpeg's."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise NarrationError(f"video.narration: {what}: the answer is not WAV audio, the format asked for "
+                             f"(it starts {data[:12]!r})")
+    raw = run_ffmpeg(exe, ["-f", "wav", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE),
+                           "pipe:1"], what, stdin=data)
     return np.frombuffer(raw, dtype="<f4").copy()
 
 
