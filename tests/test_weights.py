@@ -176,14 +176,40 @@ def offline_env(tmp_path):
                 PYTORCH_PRETRAINED_BIGGAN_CACHE=str(tmp_path / "biggan"), PYTHONPATH=str(ROOT))
 
 
-def farm(*args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "farm.cli", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+# One process for a test's farm commands: the libraries read their cache settings from the
+# environment when imported, so the commands run in a process of the offline environment; one
+# process for all of them (each gets its own stdout and stderr) pays torch's and open_clip's
+# imports once, not once a command.
+RUNNER = """
+import contextlib, io, json, sys
+from farm.cli import main
+for line in sys.stdin:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(json.loads(line))
+    print(json.dumps({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()}), flush=True)
+"""
 
 
-def test_offline_render_without_weights_says_what_to_do_and_writes_nothing(tmp_path):
-    result = farm("render", str(EXAMPLE), "--preset", "draft", "--out", str(tmp_path / "out"),
-                  env=offline_env(tmp_path), cwd=tmp_path)
+@pytest.fixture
+def farm(tmp_path):
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER], env=offline_env(tmp_path), cwd=tmp_path, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def run(*args):
+        runner.stdin.write(json.dumps(list(args)) + "\n")
+        runner.stdin.flush()
+        line = runner.stdout.readline()
+        assert line, f"the farm process ended (exit {runner.wait()})"
+        return subprocess.CompletedProcess(args, **json.loads(line))
+
+    yield run
+    runner.stdin.close()
+    runner.wait(timeout=60)
+
+
+def test_offline_render_without_weights_says_what_to_do_and_writes_nothing(tmp_path, farm):
+    result = farm("render", str(EXAMPLE), "--preset", "draft", "--out", str(tmp_path / "out"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("farm: error: models.clip_pretrained: the 'openai' weights")
@@ -191,26 +217,25 @@ def test_offline_render_without_weights_says_what_to_do_and_writes_nothing(tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def test_weights_check_and_fetch_to_a_folder_from_the_caches(tmp_path):
+def test_weights_check_and_fetch_to_a_folder_from_the_caches(tmp_path, farm):
     from pytorch_pretrained_biggan.file_utils import url_to_filename
 
-    env = offline_env(tmp_path)
-    check = farm("weights", "check", "--preset", "draft", env=env, cwd=tmp_path)
+    check = farm("weights", "check", "--preset", "draft")
     assert check.returncode == 1 and check.stdout.count(": missing") == 2
     # What a first download leaves in the libraries' caches.
     hub_cache_entry(tmp_path / "hub", "timm/vit_base_patch32_clip_224.openai", "open_clip_pytorch_model.bin", b"clip")
     (tmp_path / "biggan").mkdir()
     for role, url in weights.biggan_urls("biggan-deep-256").items():
         (tmp_path / "biggan" / (url_to_filename(url) + ".etag")).write_bytes(role.encode())
-    check = farm("weights", "check", "--preset", "draft", env=env, cwd=tmp_path)
+    check = farm("weights", "check", "--preset", "draft")
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.count("present at") == 2
-    fetched = farm("weights", "fetch", "--preset", "draft", "--to", str(tmp_path / "stage"), env=env, cwd=tmp_path)
+    fetched = farm("weights", "fetch", "--preset", "draft", "--to", str(tmp_path / "stage"))
     assert fetched.returncode == 0, fetched.stderr
     assert (tmp_path / "stage" / "clip-ViT-B-32-quickgelu-openai.bin").read_bytes() == b"clip"
     assert (tmp_path / "stage" / "biggan-deep-256" / "config.json").read_bytes() == b"config.json"
     assert (tmp_path / "stage" / "biggan-deep-256" / "pytorch_model.bin").read_bytes() == b"pytorch_model.bin"
     staged = farm("weights", "check", "--preset", "draft",
                   "--set", f"models.clip_pretrained={tmp_path / 'stage' / 'clip-ViT-B-32-quickgelu-openai.bin'}",
-                  "--set", f"models.biggan={tmp_path / 'stage' / 'biggan-deep-256'}", env=env, cwd=tmp_path)
+                  "--set", f"models.biggan={tmp_path / 'stage' / 'biggan-deep-256'}")
     assert staged.returncode == 0 and staged.stdout.count("present at") == 2
