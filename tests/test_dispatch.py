@@ -1,6 +1,7 @@
 """farm.driver.dispatch on a real local Ray cluster, the render actor replaced by a stand-in at its
 boundary: jobs in their order, every frame written once, a scene's own failure spends a retry, a
-dead worker does not, and a lost scene continues from its last state."""
+dead worker does not, a lost scene continues from its last state, a hung worker is killed and its
+scene continues elsewhere, and a morph bridge whose worker dies or hangs is made by another."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from farm.driver.pool import WorkerPool
 from farm.driver.progress import Reporter
 from farm.driver.store import FilmStore
 from farm.errors import RenderError
+from farm.folder.layout import bridge_path
 from farm.spec import spec_from_dict
 
 from conftest import tiny_film
@@ -29,8 +32,23 @@ from conftest import tiny_film
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
+def once(text: str, what: str):
+    """The marker file of a prompt that says "``what`` once at PATH", if it says so."""
+    return Path(text.split(f"{what} once at ")[-1]) if f"{what} once at " in text else None
+
+
+def hang_once(marker) -> None:
+    """The first time: say which process hangs, and hang (long enough to be found, not forever)."""
+    if marker is not None and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(30)
+
+
 class StandIn:
-    """Streams frames that say what it was given; fails or dies when its prompt says so."""
+    """Streams frames that say what it was given; fails, dies or hangs when its prompt says so.
+
+    Each frame it renders is logged in ``PATH.frames`` beside a "hangs once at PATH" marker; its
+    latents carry its prompt, so that a morph bridge between two of its scenes knows it too."""
 
     def __init__(self, threads: int) -> None:
         pass
@@ -47,29 +65,43 @@ class StandIn:
         for index in range(first, frames):
             if "fails" in text:
                 raise ValueError(f"no picture of {text}")
-            marker = Path(text.split("dies once at ")[-1]) if "dies once at " in text else None
+            marker = once(text, "dies")
             if marker is not None and index == 2 and not marker.exists():
                 marker.write_text("died")
                 os._exit(1)  # the worker process dies mid-scene, as on a lost node
+            hung = once(text, "hangs")
+            if hung is not None and index == 2:
+                hang_once(hung)  # mid-scene, after two frames
+            if hung is not None:
+                with open(f"{hung}.frames", "a") as log:
+                    log.write(f"{index}\n")
             said = {"seed": seed, "frame": index, "init": None if init is None else init["z"].tolist(),
                     "resumed": resume is not None}
             yield {"frame": index, "png": json.dumps(said).encode(), "loss": 0.0, "similarity": 0.0,
                    "state": {"after": np.asarray([index])} if state_every else None}
-        yield {"latents": {"z": np.asarray([seed, frames], np.float64)}}
+        yield {"latents": {"z": np.asarray([seed, frames], np.float64), "prompt": np.asarray(text)},
+               "first_latents": {"z": np.asarray([seed, 0], np.float64), "prompt": np.asarray(text)}}
 
     def bridge(self, start, end, count: int, settings) -> list[bytes]:
-        return [b"bridge"] * count
+        text = f"{start['prompt']} {end['prompt']}"
+        marker = once(text, "bridge crashes")
+        if marker is not None and not marker.exists():
+            marker.write_text("died")
+            os._exit(1)
+        hang_once(once(text, "bridge stalls"))
+        return [b"bridge %d" % i for i in range(count)]
 
 
-def dispatch(tmp_path, spec):
+def dispatch(tmp_path, spec, bridge_frames=0, bridges=None):
     store = FilmStore(tmp_path, spec.slug)
     store.open(spec)
     messages, events, scenes = [], [], []
     report = Reporter(messages.append, events.append)
     latents = LatentBook(store)
     pool = WorkerPool(spec, report.say, report.emit, joined=False)
-    dispatcher = Dispatcher(spec, store, latents, Bridges(spec, store, latents, 0, lambda k: None), pool, report,
-                            plan_jobs(spec), scenes.append)
+    on_bridge = bridges.append if bridges is not None else lambda k: None
+    dispatcher = Dispatcher(spec, store, latents, Bridges(spec, store, latents, bridge_frames, on_bridge), pool,
+                            report, plan_jobs(spec), scenes.append)
     dispatcher.run(StandIn)
     return store, dispatcher, messages, events, scenes
 
@@ -78,11 +110,12 @@ def said(store, scene, frame):
     return json.loads(store.frame_path(scene, frame).read_bytes())
 
 
-def film(*prompts, reseed="keyframe", retries=2):
+def film(*prompts, reseed="keyframe", retries=2, **dispatch):
     data = tiny_film("Dispatch Film", scenes=len(prompts), duration=1.0, fps=4)
     for scene, prompt in zip(data["scenes"], prompts):
         scene["prompt"] = prompt
     data["render"].update(reseed=reseed, device="cpu", retries=retries)
+    data["dispatch"].update(dispatch)
     return spec_from_dict(data)
 
 
@@ -127,3 +160,53 @@ def test_a_dead_worker_costs_no_retry_and_its_scene_continues_from_its_last_stat
     assert [e["state"] for e in events if e["event"] == "scene" and e["scene"] == 1] == \
         ["started", "lost", "resumed", "done"]
     assert any("worker lost during scene 2" in m for m in messages)
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_hung_worker_is_killed_and_its_scene_continues_elsewhere_from_its_last_state(ray_cluster, tmp_path):
+    marker = tmp_path / "hung"
+    spec = film("a", f"hangs once at {marker}", reseed="independent", retries=0, stall_seconds=2)
+    store, dispatcher, messages, events, scenes = dispatch(tmp_path, spec)
+    hung_pid = int(marker.read_text())
+    assert gone(hung_pid)  # killed, not left hanging (it would sleep on for half a minute)
+    assert sorted(scenes) == [0, 1]
+    record = store.scene(1)
+    assert (record.state, record.attempts, record.failures) == ("done", 1, [])  # no retry spent
+    assert len(record.stalls) == 1 and " after 2." in record.stalls[0], record.stalls
+    # Every frame rendered once: two before the hang, the rest on the new worker after the last state.
+    assert Path(f"{marker}.frames").read_text().split() == ["0", "1", "2", "3"]
+    assert [said(store, 1, f)["resumed"] for f in range(4)] == [False, False, True, True]
+    assert [e["state"] for e in events if e["event"] == "scene" and e["scene"] == 1] == \
+        ["started", "stalled", "resumed", "done"]
+    stalled = [e for e in events if e["event"] == "stalled"]
+    assert len(stalled) == 1 and stalled[0]["kind"] == "scene" and stalled[0]["scene"] == 1
+    assert 2 <= stalled[0]["seconds"] < 10 and stalled[0]["node"]
+    assert any(m.startswith("scene 2 stalled on ") and "nothing for 2s" in m for m in messages), messages
+    assert hung_pid not in {w["pid"] for w in dispatcher.pool.history[-1:]}  # the scene ended on another
+
+
+@pytest.mark.parametrize("how", ["crashes", "stalls"])
+def test_a_morph_bridge_whose_worker_dies_or_hangs_is_made_by_another(ray_cluster, tmp_path, how):
+    marker = tmp_path / how
+    spec = film("a", f"bridge {how} once at {marker}", reseed="independent", stall_seconds=2)
+    made = []
+    store, dispatcher, messages, events, scenes = dispatch(tmp_path, spec, bridge_frames=3, bridges=made)
+    assert marker.exists() and sorted(scenes) == [0, 1] and made == [0]
+    assert [bridge_path(store.path, 0, i).read_bytes() for i in range(3)] == [b"bridge 0", b"bridge 1", b"bridge 2"]
+    if how == "crashes":
+        assert any(m.startswith("worker lost during the morph after scene 1") for m in messages), "\n".join(messages)
+    else:
+        assert gone(int(marker.read_text()))
+        assert [(e["kind"], e["scene"]) for e in events if e["event"] == "stalled"] == [("bridge", 0)]
+        assert any(m.startswith("the morph after scene 1 stalled on ") for m in messages), messages
+    assert all(store.scene(k).failures == [] for k in range(2))  # no retry spent

@@ -1,9 +1,10 @@
 """Morph bridges: BigGAN frames along the way from one scene's last latents to the next one's first.
 
-A bridge is asked of a worker as soon as both of its scenes are rendered (and so both
-latents are known), and collected at the end of the run; its frames go into the
-first scene's folder (``bridge_00000.png`` ...), and the driver calls back once they
-are on disk.
+A bridge is a job of its own: as soon as both of its scenes are rendered (and so both
+latents are known) the dispatcher gives it to an idle worker and waits for it with the
+frame streams. A bridge whose worker dies or hangs is asked again of another worker, as
+a scene is (see farm.driver.dispatch). Its frames go into the first scene's folder
+(``bridge_00000.png`` ...), and the driver calls back once they are on disk.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class Bridges:
         self.spec, self.store, self.latents = spec, store, latents
         self.frames = frames
         self.on_bridge = on_bridge
-        self.asked: dict[int, Any] = {}  # bridge after scene k -> the worker's answer
+        self.asked: set[int] = set()  # bridges after these scenes are on a worker now
 
     def on_disk(self, k: int) -> bool:
         return bridge_on_disk(self.store.path, k, self.frames)
@@ -39,26 +40,31 @@ class Bridges:
             return []
         return [k for k in range(len(self.spec.scenes) - 1) if k not in self.asked and not self.on_disk(k)]
 
-    def request(self, actor: Any) -> None:
-        """Queue on ``actor`` every missing bridge whose two scenes' latents are known."""
-        for k in self.missing():
-            ends = [("scene", k), ("first", k + 1)]
-            if all(key in self.latents or (self.store.scene_complete(key[1]) and self.latents.get(key) is not None)
-                   for key in ends):
-                start, end = (self.latents.get(key) for key in ends)
-                self.asked[k] = actor.bridge.remote(start, end, self.frames, self.spec.render)
+    def known(self, key: tuple[str, int]) -> bool:
+        return key in self.latents or (self.store.scene_complete(key[1]) and self.latents.get(key) is not None)
 
-    def collect(self, actors: list[Any]) -> None:
-        """Ask what is still missing of the first of ``actors``, then wait for every bridge and write it."""
-        import ray
+    def ready(self) -> list[int]:
+        """The missing bridges whose two scenes' latents are known: ready to ask of a worker."""
+        return [k for k in self.missing() if self.known(("scene", k)) and self.known(("first", k + 1))]
 
-        if self.missing() and actors:
-            self.request(actors[0])
+    def ask(self, k: int, actor: Any) -> Any:
+        """Ask ``actor`` for the bridge after scene k; its answer's reference."""
+        self.asked.add(k)
+        start, end = self.latents.get(("scene", k)), self.latents.get(("first", k + 1))
+        return actor.bridge.remote(start, end, self.frames, self.spec.render)
+
+    def again(self, k: int) -> None:
+        """The bridge after scene k was lost with its worker: ready to ask of another."""
+        self.asked.discard(k)
+
+    def write(self, k: int, pngs: list[bytes]) -> None:
+        self.asked.discard(k)
+        for i, png in enumerate(pngs):
+            self.store.put(bridge_path(self.store.path, k, i), png)
+        self.on_bridge(k)
+
+    def check_done(self) -> None:
+        """Every bridge is on disk, or one says why it cannot be made."""
         if self.missing():
             raise RenderError(f"the morph after scene {self.missing()[0] + 1} has no latents to start from; "
                               "remove that scene's folder to render it again")
-        for k, ref in sorted(self.asked.items()):
-            for i, png in enumerate(ray.get(ref)):
-                self.store.put(bridge_path(self.store.path, k, i), png)
-            self.on_bridge(k)
-        self.asked.clear()

@@ -13,6 +13,12 @@ without spending a retry and, being a scene, continues from its last state on
 another worker; frames already on disk are not rendered again. An exception in
 the job's own code spends one of ``render.retries`` (and is a strike against the
 node it ran on).
+
+A job is hung when its stream sends nothing for ``dispatch.stall_seconds`` (0:
+automatic, see ``Dispatcher.allowance``): the dispatcher wakes at least once a
+second to look, cancels the stream, kills the worker (the pool replaces it) and
+handles the job as one whose worker died. Morph bridges are jobs of the same
+kind: a bridge whose worker dies or hangs is asked again of another worker.
 """
 
 from __future__ import annotations
@@ -30,15 +36,36 @@ from farm.errors import FarmError, RenderError
 from farm.folder.manifest import BadNode
 from farm.spec import FilmSpec
 
+# The automatic stall rule (dispatch.stall_seconds: 0).
+STALL_MULTIPLE = 10  # times the slowest frame measured in this run
+STALL_FLOOR_S = 60.0  # never less
+STALL_UNMEASURED_S = 3600.0  # while no frame has been measured yet (the first frames of a film)
+
 
 class Running:
-    """A job on a worker: its stream, where it started, and the frames it sent."""
+    """A job on a worker: its stream, where it started, and when it last sent something."""
 
-    def __init__(self, job: Job, worker: Worker, first_frame: int) -> None:
+    def __init__(self, job: Job, worker: Worker, first_frame: int, resumed: bool = False) -> None:
         self.job, self.worker = job, worker
         self.node = worker.node
         self.start = time.perf_counter()
         self.first_frame = first_frame
+        self.resumed = resumed
+        self.items = 0  # items the stream sent
+        self.last_item = time.monotonic()  # when it last sent one (or started)
+
+    def sent(self) -> float:
+        """One more item: the seconds since the last one."""
+        now = time.monotonic()
+        gap, self.last_item = now - self.last_item, now
+        self.items += 1
+        return gap
+
+
+def describe(job: Job) -> str:
+    if job.kind == "bridge":
+        return f"the morph after scene {job.scene + 1}"
+    return f"{job.kind} {job.scene + 1}"
 
 
 class Dispatcher:
@@ -54,6 +81,8 @@ class Dispatcher:
         self.on_scene = on_scene
         self.waiting = list(jobs)
         self.running: dict[Any, Running] = {}  # frame stream -> the job on it
+        self.bridging: dict[Any, Running] = {}  # a bridge's answer -> the bridge job on it
+        self.slowest_frame = 0.0  # seconds: the longest wait for a scene's next frame in this run
         self.failures: dict[tuple[str, int], int] = {}  # job -> failures of its own code in this run
         self.scenes_rendered = 0
         self.last_save = 0.0
@@ -68,7 +97,10 @@ class Dispatcher:
         """Jobs that can run side by side now or soon: the workers worth having (one for morph bridges)."""
         if self.spec.render.reseed == "chain":
             return 1
-        return max(len(self.waiting) + len(self.running), 1 if self.bridges.missing() else 0)
+        # Ready bridges may use every idle worker, but start at most one.
+        ready = len(self.bridges.ready())
+        bridges = max(min(ready, len(self.pool.idle)), 1 if ready else 0)
+        return len(self.waiting) + len(self.running) + len(self.bridging) + bridges
 
     # 1. submit
     def submit_ready(self) -> None:
@@ -88,7 +120,7 @@ class Dispatcher:
             ).remote(settings, prompt, seed, frames, init, resume[1] if resume else None,
                      self.spec.dispatch.state_every if job.kind == "scene" else 0)
             first = resume[0] + 1 if resume else 0
-            self.running[stream] = Running(job, worker, first)
+            self.running[stream] = Running(job, worker, first, resume is not None)
             record = self.store.scene(job.scene)
             if job.kind == "scene":
                 record.started(worker.label)
@@ -98,6 +130,12 @@ class Dispatcher:
                                  frame=first, node=worker.node)
             else:
                 record.anchor_started()
+        for k in self.bridges.ready():
+            if not self.pool.idle:
+                return
+            job = Job("bridge", k, None)
+            worker = self.pool.take(describe(job))
+            self.bridging[self.bridges.ask(k, worker.actor)] = Running(job, worker, 0)
 
     # 2. collect
     def run(self, worker_class: Optional[type] = None) -> list[dict[str, Any]]:
@@ -105,14 +143,14 @@ class Dispatcher:
         pool = self.pool
         pool.start(self.wanted(), worker_class)
         try:
-            while self.waiting or self.running:
+            while self.waiting or self.running or self.bridging or self.bridges.ready():
                 pool.balance(self.wanted())
                 self.submit_ready()
                 pool.check_placeable()
                 if not self.running and pool.idle and self.waiting:
                     raise RenderError("no job can start: every waiting job needs latents no job makes")  # invariant
                 loading = pool.loading()
-                refs = [*self.running, *loading]
+                refs = [*self.running, *self.bridging, *loading]
                 if not refs:  # no worker yet: the cluster has no room, or a node is joining
                     self.heartbeat()
                     time.sleep(0.5)
@@ -126,10 +164,13 @@ class Dispatcher:
                         pool.loaded(ref)
                     elif ref in self.running:
                         self.collect(ref, batch)
+                    elif ref in self.bridging:
+                        self.collect_bridge(ref)
                 if batch:
                     self.report_frames(batch)
+                self.find_stalls()
                 self.heartbeat()
-            self.bridges.collect([w.actor for w in (*pool.idle, *pool.in_state("busy", "loading"))])
+            self.bridges.check_done()
             return list(pool.history)
         finally:
             self.store.manifest.interrupted()
@@ -171,7 +212,6 @@ class Dispatcher:
         except StopIteration:
             self.running.pop(stream)
             running.worker.release()
-            self.bridges.request(running.worker.actor)
         except exceptions.RayTaskError as exc:
             self.running.pop(stream)
             running.worker.release()
@@ -180,7 +220,64 @@ class Dispatcher:
             self.running.pop(stream)
             self.infrastructure_failure(running, exc)
         else:
+            gap = running.sent()
+            if "png" in item and running.items > 1:  # the first item waited for the warm-up too
+                self.slowest_frame = max(self.slowest_frame, gap)
             self.receive(running, item, batch)
+
+    def collect_bridge(self, ref: Any) -> None:
+        running = self.bridging.pop(ref)
+        try:
+            pngs = self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as exc:
+            running.worker.release()
+            self.scene_failure(running, exc)
+        except self.ray.exceptions.RayError as exc:
+            self.infrastructure_failure(running, exc)
+        else:
+            running.worker.release()
+            self.bridges.write(running.job.scene, pngs)
+
+    # 3. hung work
+    def allowance(self, running: Running) -> float:
+        """Seconds ``running``'s stream may send nothing before its worker counts as hung."""
+        if self.spec.dispatch.stall_seconds:
+            return self.spec.dispatch.stall_seconds
+        if not self.slowest_frame:
+            return STALL_UNMEASURED_S
+        limit = max(STALL_FLOOR_S, STALL_MULTIPLE * self.slowest_frame)
+        if running.items == 0:  # the first item comes after the job's warm-up: counted in measured steps
+            r = self.spec.render
+            step = self.slowest_frame / r.steps_per_frame
+            kind = running.job.kind
+            warmup = {"scene": 0 if running.resumed else r.warmup_steps + r.init_candidates,
+                      "anchor": r.anchor_steps + r.init_candidates, "bridge": self.bridges.frames}[kind]
+            limit += STALL_MULTIPLE * step * warmup
+        return limit
+
+    def find_stalls(self) -> None:
+        now = time.monotonic()
+        for jobs in (self.running, self.bridging):
+            for ref, running in list(jobs.items()):
+                if now - running.last_item > self.allowance(running):
+                    jobs.pop(ref)
+                    self.stalled(ref, running, now - running.last_item)
+
+    def stalled(self, ref: Any, running: Running, seconds: float) -> None:
+        """A job sent nothing for too long: its stream cancelled, its worker killed, the job elsewhere."""
+        job = running.job
+        self.report.say(f"{describe(job)} stalled on {running.worker.label}: nothing for {seconds:.0f}s; "
+                        "killing the worker and rescheduling")
+        self.report.emit("stalled", kind=job.kind, scene=job.scene, node=running.node,
+                         host=running.worker.info.get("host"), seconds=round(seconds, 1))
+        try:
+            self.ray.cancel(ref)
+        except Exception:  # a stream of an actor task cannot always be cancelled: the actor's death ends it
+            pass
+        why = f"stalled after {seconds:.0f}s without a frame"
+        if job.kind == "scene":
+            self.store.scene(job.scene).stalls.append(f"on {running.worker.label} after {seconds:.1f}s")
+        self.requeue(running, why, "stalled")
 
     def receive(self, running: Running, item: dict[str, Any], batch: dict[int, list[int]]) -> None:
         job = running.job
@@ -213,19 +310,26 @@ class Dispatcher:
             self.report.emit("scene", state="done", scene=job.scene, seconds=record.seconds,
                              attempts=record.attempts, scenes_done=done)
 
-    # 3. failures
+    # 4. failures
     def infrastructure_failure(self, running: Running, exc: Exception) -> None:
         """A worker or node died: the job goes back to the queue without spending a retry."""
+        self.report.say(f"worker lost during {describe(running.job)} ({type(exc).__name__}); rescheduling")
+        self.requeue(running, f"a worker died ({type(exc).__name__})", "lost", type(exc).__name__)
+
+    def requeue(self, running: Running, why: str, state: str, reason: Optional[str] = None) -> None:
+        """The job's worker is gone (dead, or killed hung): the job waits for another, its attempt not spent."""
         job = running.job
-        self.report.say(f"worker lost during {job.kind} {job.scene + 1} ({type(exc).__name__}); rescheduling")
         record = self.store.scene(job.scene)
         if job.kind == "scene":
             record.lost()
-            self.report.emit("scene", state="lost", scene=job.scene, node=running.node, reason=type(exc).__name__)
-        else:
+            self.report.emit("scene", state=state, scene=job.scene, node=running.node, reason=reason or why)
+        elif job.kind == "anchor":
             record.anchor_lost()
-        self.waiting.insert(0, job)
-        self.pool.lost(running.worker, f"a worker died ({type(exc).__name__})")
+        if job.kind == "bridge":
+            self.bridges.again(job.scene)
+        else:
+            self.waiting.insert(0, job)
+        self.pool.lost(running.worker, why)
 
     def scene_failure(self, running: Running, exc: Exception) -> None:
         """The job's own code raised: spend one retry, or give up on the film."""
@@ -245,9 +349,13 @@ class Dispatcher:
         if job.kind == "scene":
             record.failed(f"scene: {message}", final)
         else:
-            record.anchor_failed(f"anchor: {message}")
+            record.anchor_failed(f"{job.kind}: {message}")
         if final:
-            what = f"scene {job.scene + 1}" if job.kind == "scene" else f"the anchor of scene {job.scene + 1}"
+            what = {"scene": f"scene {job.scene + 1}", "anchor": f"the anchor of scene {job.scene + 1}",
+                    "bridge": describe(job)}[job.kind]
             raise RenderError(f"{what} failed {failed} time(s); last error: {message}")
-        self.report.say(f"{job.kind} {job.scene + 1} failed ({message}); retrying")
-        self.waiting.insert(0, job)
+        self.report.say(f"{describe(job)} failed ({message}); retrying")
+        if job.kind == "bridge":
+            self.bridges.again(job.scene)
+        else:
+            self.waiting.insert(0, job)

@@ -41,6 +41,7 @@ class SceneRecord:
     attempts: int = 0  # the scene's renders started (a worker lost under it does not count)
     anchor_attempts: int = 0
     failures: list[str] = field(default_factory=list)  # errors of the scene's own code, oldest first
+    stalls: list[str] = field(default_factory=list)  # where and after how long its stream hung (dispatch.stall_seconds)
     hashes: dict[str, str] = field(default_factory=dict)  # frame index (as text) -> sha256 prefix of its PNG
     seconds: Optional[float] = None  # the render that finished the scene
     worker: Optional[str] = None  # where it last ran
