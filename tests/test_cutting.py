@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import socket
 import subprocess
 import threading
+import time
 import wave
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +23,7 @@ from PIL import Image
 from farm.cutting.film import FilmCutter, plan_cut
 from farm.cutting.subtitles import Cue, make_vtt, srt_time, unescape_soft
 from farm.cutting.timeline import make_timeline
-from farm.cutting.tools import find_ffmpeg
+from farm.cutting.tools import find_ffmpeg, run_ffmpeg
 from farm.cutting.verify import verify_film
 from farm.errors import NarrationError, SpecError, StitchError
 from farm.folder.layout import scene_dir
@@ -330,6 +333,35 @@ def test_ffmpeg_missing_or_failing_is_one_line_with_its_words(tmp_path):
     message = str(info.value)
     assert "\n" not in message and message.startswith("ffmpeg failed on")
     assert "disk on fire" in message
+
+
+def test_a_hung_ffmpeg_or_speech_engine_is_stopped_in_one_line(tmp_path, monkeypatch):
+    from farm.cutting import narration
+    from farm.spec import VideoSpec
+
+    # The real ffmpeg reading a minute of test pattern at its own pace (-re), given half a second.
+    started = time.monotonic()
+    with pytest.raises(StitchError, match=r"^ffmpeg timed out on the slow pattern: no result after 0.5s, stopped"):
+        run_ffmpeg(find_ffmpeg(), ["-re", "-f", "lavfi", "-i", "testsrc=size=16x16:rate=10", "-t", "60",
+                                   "-f", "null", "-"], "the slow pattern", timeout=0.5)
+    assert time.monotonic() - started < 5
+    monkeypatch.setattr(narration, "SPEECH_BASE_S", 0.5)
+    monkeypatch.setattr(narration, "SPEECH_PER_CHAR_S", 0.0)
+    # An espeak-ng that never answers ...
+    fake = tmp_path / "espeak-ng"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with pytest.raises(NarrationError, match=r"^video.narration: espeak-ng timed out: no speech after 0.5s for 7 "):
+        narration.speak_espeak("a yeti.", "en")
+    # ... and a speech server that takes the request and never answers.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        with pytest.raises(NarrationError, match=r"^video.narration: openai text-to-speech at .* failed: timed out"):
+            narration.speak_openai("a yeti.", VideoSpec(speech_base_url=url))
+    assert time.monotonic() - started < 10
 
 
 def test_a_wrong_film_is_an_error(tmp_path):

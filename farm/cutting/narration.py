@@ -31,7 +31,7 @@ import numpy as np
 
 from farm.cutting.subtitles import clean_text
 from farm.cutting.timeline import Timeline
-from farm.cutting.tools import run_ffmpeg
+from farm.cutting.tools import ffmpeg_timeout, run_ffmpeg
 from farm.errors import NarrationError, first_line
 from farm.keys import OPENAI_URL, key_may_go
 
@@ -39,6 +39,13 @@ SAMPLE_RATE = 24000
 # Silence after a scene's speech before the next scene may start speaking.
 GAP_SECONDS = 0.25
 ESPEAK = "espeak-ng"
+# Text-to-speech timeouts, generous: a base, and so much more per character spoken.
+SPEECH_BASE_S = 120.0
+SPEECH_PER_CHAR_S = 0.1
+
+
+def speech_timeout(text: str) -> float:
+    return SPEECH_BASE_S + SPEECH_PER_CHAR_S * len(text)
 DEFAULT_VOICES = {"espeak": "en", "openai": "alloy"}
 
 
@@ -79,10 +86,14 @@ def resolve_engine(video, say: Callable[[str], None]) -> str:
 
 
 def speak_espeak(text: str, voice: str) -> bytes:
+    timeout = speech_timeout(text)
     try:
         done = subprocess.run([ESPEAK, "-v", voice, "--stdout", "--stdin"], input=text.encode(),
-                              capture_output=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+                              capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise NarrationError(f"video.narration: {ESPEAK} timed out: no speech after {timeout:g}s for "
+                             f"{len(text)} characters, stopped") from exc
+    except OSError as exc:
         raise NarrationError(f"video.narration: {ESPEAK} could not run ({exc})") from exc
     if done.returncode != 0 or not done.stdout:
         tail = " | ".join(done.stderr.decode(errors="replace").split("\n")[-3:]).strip(" |") or "no output"
@@ -103,7 +114,8 @@ def speak_openai(text: str, video) -> bytes:
         withheld = (f" (${video.speech_api_key_env} was not sent: only the spec names that server; "
                     "--trust-spec-endpoints or --set video.speech_base_url=URL sends it)")
         key = ""
-    client = openai.OpenAI(base_url=video.speech_base_url, api_key=key or "none", max_retries=1, timeout=120)
+    timeout = speech_timeout(text)
+    client = openai.OpenAI(base_url=video.speech_base_url, api_key=key or "none", max_retries=1, timeout=timeout)
     voice = video.voice or DEFAULT_VOICES["openai"]
     try:
         response = client.audio.speech.create(model=video.speech_model, voice=voice, input=text,
@@ -111,6 +123,8 @@ def speak_openai(text: str, video) -> bytes:
         return response.read()
     except openai.OpenAIError as exc:
         reason = first_line(exc)
+        if isinstance(exc, openai.APITimeoutError):
+            reason = f"timed out: no answer after {timeout:g}s, asked twice"
         if len(key) >= 4:  # scrubbed as the LLM's errors are: a server may echo the key it was sent
             reason = reason.replace(key, "***")
         where = video.speech_base_url or "the OpenAI API"
@@ -124,7 +138,7 @@ def decode_audio(data: bytes, exe: str, what: str) -> np.ndarray:
         raise NarrationError(f"video.narration: {what}: the answer is not WAV audio, the format asked for "
                              f"(it starts {data[:12]!r})")
     raw = run_ffmpeg(exe, ["-f", "wav", "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE),
-                           "pipe:1"], what, stdin=data)
+                           "pipe:1"], what, stdin=data, timeout=ffmpeg_timeout(megabytes=len(data) / 1e6))
     return np.frombuffer(raw, dtype="<f4").copy()
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from farm.cutting.subtitles import Cue, clip_cues, make_ass
-from farm.cutting.tools import file_arg, run_ffmpeg
+from farm.cutting.tools import ffmpeg_timeout, file_arg, run_ffmpeg
 from farm.folder.layout import temp_beside
 
 CODECS = {"h264": "libx264", "h265": "libx265"}
@@ -134,7 +134,7 @@ def encode_piece(piece: Piece, encoding: Encoding, burn: Sequence[Cue], out: Pat
         args = [*inputs, "-filter_complex", ";".join(chains), "-map", "[v]", "-frames:v", str(piece.frames),
                 *encoding.args(), file_arg(tmp)]
         try:
-            run_ffmpeg(exe, args, f"{piece.name}", cwd=work)
+            run_ffmpeg(exe, args, f"{piece.name}", cwd=work, timeout=ffmpeg_timeout(frames=piece.frames))
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
@@ -167,7 +167,8 @@ def join(pieces: Sequence[Path], out: Path, exe: str, codec: str, audio: Optiona
         args += ["-tag:v", "hvc1"]
     args += ["-movflags", "+faststart", file_arg(tmp)]
     try:
-        run_ffmpeg(exe, args, f"the film {out}")
+        inputs = [*pieces, *(f for f in (audio, subtitles) if f is not None)]
+        run_ffmpeg(exe, args, f"the film {out}", timeout=ffmpeg_timeout(megabytes=megabytes(inputs)))
         os.replace(tmp, out)
     finally:
         listing.unlink(missing_ok=True)
@@ -178,8 +179,13 @@ def join(pieces: Sequence[Path], out: Path, exe: str, codec: str, audio: Optiona
 def encode_audio(wav: Path, out: Path, exe: str) -> Path:
     tmp = temp_beside(out.with_suffix(".m4a"))
     try:
-        run_ffmpeg(exe, ["-i", file_arg(wav), "-c:a", "aac", "-b:a", "96k", file_arg(tmp)], "the narration audio")
+        run_ffmpeg(exe, ["-i", file_arg(wav), "-c:a", "aac", "-b:a", "96k", file_arg(tmp)], "the narration audio",
+                   timeout=ffmpeg_timeout(megabytes=megabytes([wav])))
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def megabytes(paths: Sequence[Path]) -> float:
+    return sum(Path(p).stat().st_size for p in paths) / 1e6

@@ -4,6 +4,10 @@ Paths reach ffmpeg as separate arguments with a ``file:`` prefix, so a name
 with spaces, quotes, colons or percent signs is only ever a file name. Filter
 graphs never contain a user's text or path: files a filter reads are given
 safe names in a private working folder (see segments.py).
+
+Every run has a timeout scaled to its work (``ffmpeg_timeout``), generous: an
+ffmpeg that hangs (a stuck pipe, a file system that stopped answering) is
+killed and its piece is one line, not a film that never ends.
 """
 
 from __future__ import annotations
@@ -17,6 +21,15 @@ from typing import Sequence
 from farm.errors import StitchError
 
 STDERR_TAIL = 3  # lines of ffmpeg's own words kept in an error
+# ffmpeg's timeout: a base for starting and small files, and so much more per frame encoded or MB read.
+FFMPEG_BASE_S = 600.0
+FFMPEG_PER_FRAME_S = 2.0  # an h265 "slow" encode on a busy CPU does tens of frames a second
+FFMPEG_PER_MB_S = 1.0  # stream copy and audio: a slow disk reads more than 1 MB a second
+
+
+def ffmpeg_timeout(frames: int = 0, megabytes: float = 0.0) -> float:
+    """Seconds an ffmpeg run that encodes ``frames`` frames or reads ``megabytes`` MB may take."""
+    return FFMPEG_BASE_S + FFMPEG_PER_FRAME_S * frames + FFMPEG_PER_MB_S * megabytes
 
 
 def find_ffmpeg(configured: str | None = None) -> str:
@@ -51,12 +64,19 @@ def stderr_tail(stderr: bytes, lines: int = STDERR_TAIL) -> str:
 
 
 def run_ffmpeg(exe: str, args: Sequence[str], what: str, cwd: Path | None = None,
-               stdin: bytes | None = None) -> bytes:
-    """Run ffmpeg; its stdout, or a one-line StitchError with the tail of its stderr."""
+               stdin: bytes | None = None, timeout: float | None = None) -> bytes:
+    """Run ffmpeg; its stdout, or a one-line StitchError with the tail of its stderr.
+
+    ``timeout``: seconds before ffmpeg is killed (a StitchError saying so); None: ``ffmpeg_timeout()``.
+    """
     command = [exe, "-hide_banner", "-loglevel", "error", "-y", *args]
     feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    timeout = ffmpeg_timeout() if timeout is None else timeout
     try:
-        done = subprocess.run(command, cwd=cwd, capture_output=True, **feed)
+        done = subprocess.run(command, cwd=cwd, capture_output=True, timeout=timeout, **feed)
+    except subprocess.TimeoutExpired as exc:
+        raise StitchError(f"ffmpeg timed out on {what}: no result after {timeout:g}s, stopped "
+                          "(a hung ffmpeg, or a far slower machine or disk than expected)") from exc
     except OSError as exc:
         raise StitchError(f"ffmpeg could not run ({exe}): {exc.strerror or exc}") from exc
     if done.returncode != 0:
