@@ -132,8 +132,15 @@ def bench_pages(scenes: int, requests: int) -> dict:
         out = Path(tmp)
         name = synthetic_film(out, scenes)
         process, port = start_serve(out)
-        try:
-            figures = {"first_read_ms": 1000 * fetch(port, f"/films/{name}")[0]}  # film.yaml parsed too
+        try:  # the first request of a server at once (reading the film, film.yaml parsed too) ...
+            figures = {"first_read_ms": 1000 * fetch(port, f"/films/{name}")[0]}
+        finally:
+            process.stdin.close()
+            process.wait(timeout=10)
+        process, port = start_serve(out)
+        try:  # ... and a second after it started, having read every film once as it started
+            time.sleep(1.0)
+            figures["first_after_start_ms"] = 1000 * fetch(port, f"/films/{name}")[0]
             for path in (f"/films/{name}", f"/api/films/{name}"):
                 cold = []
                 for _ in range(5):
@@ -217,12 +224,14 @@ def main() -> None:
     print("| request | bytes | cold median | cold worst | warm median | warm worst |")
     print("|---|---|---|---|---|---|")
     for path, f in pages.items():
-        if path == "first_read_ms":
+        if path.startswith("first_"):
             continue
         print(f"| `{path}` | {f['bytes']:,} | {f['cold_median_ms']:.1f} ms | {f['cold_worst_ms']:.1f} ms | "
               f"{f['warm_median_ms']:.1f} ms | {f['warm_worst_ms']:.1f} ms |")
-    print(f"\nCold: the manifest changed since the last request (read again, not film.yaml); the first request "
-          f"of all, film.yaml parsed too: {pages['first_read_ms']:.1f} ms. Warm: nothing changed.")
+    print(f"\nCold: the manifest changed since the last request (read again, not film.yaml). Warm: nothing "
+          f"changed. The first request of a server, sent the moment it listens (the film read, film.yaml parsed "
+          f"too): {pages['first_read_ms']:.1f} ms; a second after it started (it reads every film once as it "
+          f"starts): {pages['first_after_start_ms']:.1f} ms.")
     if render:
         print(f"\nA tiny film (4 scenes, 48 frames) rendered alone and watched, {len(render['ratios'])} pairs:\n")
         print("| pair | alone | watched | watched / alone |")
