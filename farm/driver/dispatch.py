@@ -257,11 +257,16 @@ class Dispatcher:
 
     def find_stalls(self) -> None:
         now = time.monotonic()
-        for jobs in (self.running, self.bridging):
-            for ref, running in list(jobs.items()):
-                if now - running.last_item > self.allowance(running):
-                    jobs.pop(ref)
-                    self.stalled(ref, running, now - running.last_item)
+        late = [(jobs, ref) for jobs in (self.running, self.bridging) for ref, running in jobs.items()
+                if now - running.last_item > self.allowance(running)]
+        if not late:
+            return
+        # One with something to take now is not hung: the driver was busy (a piece encoded, a slow disk).
+        ready, _ = self.ray.wait([ref for _, ref in late], num_returns=len(late), timeout=0)
+        for jobs, ref in late:
+            if ref not in ready:
+                running = jobs.pop(ref)
+                self.stalled(ref, running, now - running.last_item)
 
     def stalled(self, ref: Any, running: Running, seconds: float) -> None:
         """A job sent nothing for too long: its stream cancelled, its worker killed, the job elsewhere."""
@@ -275,8 +280,7 @@ class Dispatcher:
         except Exception:  # a stream of an actor task cannot always be cancelled: the actor's death ends it
             pass
         why = f"stalled after {seconds:.0f}s without a frame"
-        if job.kind == "scene":
-            self.store.scene(job.scene).stalls.append(f"on {running.worker.label} after {seconds:.1f}s")
+        self.store.scene(job.scene).stalls.append(f"{job.kind} on {running.worker.label} after {seconds:.1f}s")
         self.requeue(running, why, "stalled")
 
     def receive(self, running: Running, item: dict[str, Any], batch: dict[int, list[int]]) -> None:
