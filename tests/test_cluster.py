@@ -2,7 +2,8 @@
 
 GPU workers spread over the nodes, nodes join and leave mid-film, a node whose
 workers keep dying is avoided, a scene lost mid-way resumes from its last state
-on another node without spending a retry, a driver killed with SIGKILL is
+on another node without spending a retry, a worker that hangs mid-scene is
+killed and its scene continues on another node, a driver killed with SIGKILL is
 continued with ``farm render --resume``, and ``farm render --address`` joins the
 running cluster. Every film is compared byte for byte with what the bare
 renderer (no Ray) makes of the same spec.
@@ -251,3 +252,23 @@ def test_a_changed_scene_is_rendered_again_with_rerender_changed_and_quiet_print
     assert all(now[k] != old_second[k] for k in now if k.startswith("scenes/001"))
     manifest = json.loads((first.path / "manifest.json").read_text())
     assert manifest["changed"] == ["scenes[1].prompt"]
+
+
+def test_a_worker_that_hangs_mid_scene_is_killed_and_its_scene_continues_on_another_node(cluster, tmp_path):
+    """The render actor replaced at its boundary by test_dispatch's stand-in, which hangs after two frames."""
+    from test_dispatch import dispatch, film, gone
+
+    marker = tmp_path / "hung"
+    spec = film("a", f"hangs once at {marker}", reseed="independent", retries=0, stall_seconds=2,
+                bad_node_failures=1)  # one hang and its node is avoided: the scene must go elsewhere
+    store, dispatcher, messages, events, scenes = dispatch(tmp_path, spec)
+    assert gone(int(marker.read_text())) and sorted(scenes) == [0, 1]
+    stalled = [e for e in events if e["event"] == "stalled"]
+    assert len(stalled) == 1 and stalled[0]["scene"] == 1
+    hung = stalled[0]["node"]
+    record = store.scene(1)
+    assert (record.state, record.attempts, record.failures, len(record.stalls)) == ("done", 1, [], 1)
+    assert [(r.first, r.last) for r in record.ranges] == [(0, 1), (2, 3)]  # every frame once
+    assert record.ranges[0].node == hung and record.ranges[1].node not in (hung, None)
+    assert Path(f"{marker}.frames").read_text().split() == ["0", "1", "2", "3"]
+    assert set(dispatcher.pool.bad) == {hung}
