@@ -210,3 +210,35 @@ def test_a_morph_bridge_whose_worker_dies_or_hangs_is_made_by_another(ray_cluste
         assert [(e["kind"], e["scene"]) for e in events if e["event"] == "stalled"] == [("bridge", 0)]
         assert any(m.startswith("the morph after scene 1 stalled on ") for m in messages), messages
     assert all(store.scene(k).failures == [] for k in range(2))  # no retry spent
+
+
+def test_the_automatic_stall_allowance_follows_the_measured_frame_time(tmp_path):
+    from farm.driver.dispatch import Running
+    from farm.driver.jobs import Job
+    from farm.driver.pool import Worker
+
+    spec = film("a", "b", reseed="independent")  # tiny preset: warmup_steps 1, anchor_steps 2
+    r = spec.render
+    store = FilmStore(tmp_path, spec.slug)
+    store.open(spec)
+    latents = LatentBook(store)
+    dispatcher = Dispatcher(spec, store, latents, Bridges(spec, store, latents, 5, lambda k: None), None,
+                            Reporter(lambda m: None, lambda e: None), plan_jobs(spec), lambda k: None)
+    worker = Worker(None, "node", None)
+    scene, anchor, bridge = (Running(Job(kind, 0, None), worker, 0) for kind in ("scene", "anchor", "bridge"))
+    resumed = Running(Job("scene", 0, None), worker, 2, resumed=True)
+    assert dispatcher.allowance(scene) == 3600.0  # nothing measured yet
+    dispatcher.slowest_frame = 1.0
+    scene.items = 3
+    assert dispatcher.allowance(scene) == 60.0  # the floor
+    dispatcher.slowest_frame = 20.0
+    assert dispatcher.allowance(scene) == 200.0  # ten frames
+    assert dispatcher.allowance(resumed) == 200.0  # no warm-up after a state
+    step = 20.0 / r.steps_per_frame
+    scene.items = 0
+    assert dispatcher.allowance(scene) == pytest.approx(200.0 + 10 * step * (r.warmup_steps + r.init_candidates))
+    assert dispatcher.allowance(anchor) == pytest.approx(200.0 + 10 * step * (r.anchor_steps + r.init_candidates))
+    assert dispatcher.allowance(bridge) == pytest.approx(200.0 + 10 * step * 5)
+    explicit = Dispatcher(film("a", stall_seconds=7.5), store, latents, dispatcher.bridges, None,
+                          dispatcher.report, [], lambda k: None)
+    assert explicit.allowance(scene) == 7.5
