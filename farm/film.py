@@ -121,7 +121,7 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
     # 2. Plan the cut: the timeline and the narration (kept in the film's folder, so a
     #    remote film store's copy is pulled first).
     store = FilmStore(out, spec.slug)
-    with folder_lock(store.path, "farm render"):  # one run per film folder, from here to the end
+    with store.lock("farm render", report.say):  # one run per film (and film store URI), to the end
         store.pull()
         cut = plan_cut(spec, exe, report.say, film_dir=store.path, bridges=True)
         # 3. Open the film store, once: a different film already there stops us here.

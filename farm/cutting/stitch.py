@@ -7,6 +7,7 @@ only read. Scenes whose new narration is longer than their slot hold their last 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -18,7 +19,8 @@ from farm.cutting.timeline import transition_frames
 from farm.cutting.tools import find_ffmpeg
 from farm.errors import InputError, SpecError
 from farm.folder.layout import SPEC_NAME, bridge_on_disk, frame_path, write_film_yaml
-from farm.folder.lock import folder_lock
+from farm.folder.lock import folder_lock, store_lock
+from farm.folder.remote import Remote, cache_for, is_uri, split_film_uri
 from farm.spec import FilmSpec, spec_from_dict
 
 
@@ -59,8 +61,12 @@ def bridges_on_disk(spec: FilmSpec, film_dir: Path) -> bool:
 
 def stitch_film(film_dir: str | Path, overrides: Sequence[str] = (),
                 progress: Optional[Callable[[str], None]] = None) -> StitchResult:
-    """Stitch ``film_dir`` again with ``overrides`` applied to its video settings."""
+    """Stitch ``film_dir`` again with ``overrides`` applied to its video settings. ``film_dir`` may be
+    a film in a film store (``s3://bucket/films/my-film``): stitched in a local copy, what it makes
+    written back, the store's lock held."""
     say = progress or (lambda message: None)
+    if is_uri(film_dir):
+        return _stitch_stored(str(film_dir), overrides, say)
     film_dir = Path(film_dir)
     if not (film_dir / SPEC_NAME).is_file():  # said before a lock is made beside a folder that is none
         raise InputError(f"{film_dir}: not a rendered film folder (no film.yaml)")
@@ -79,4 +85,18 @@ def stitch_film(film_dir: str | Path, overrides: Sequence[str] = (),
             cutter.close()
             raise
         write_film_yaml(film_dir, spec, stitched.timeline.to_dict())
+        return stitched
+
+
+def _stitch_stored(uri: str, overrides: Sequence[str], say: Callable[[str], None]) -> StitchResult:
+    root, slug = split_film_uri(uri)
+    remote = Remote(root)
+    local = cache_for(remote.uri + remote.query) / slug
+    with folder_lock(local, "farm stitch", f"{remote.uri}/{slug}"), store_lock(remote, slug, "farm stitch", say):
+        if not remote.pull(slug, local):
+            raise InputError(f"{remote.uri}/{slug}: not a rendered film (nothing there)")
+        started = time.time()
+        stitched = stitch_film(local, overrides, say)
+        remote.publish_since(local.parent, local, started)
+        say(f"film stored: {remote.uri}/{slug}/film.mp4")
         return stitched

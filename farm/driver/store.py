@@ -16,7 +16,8 @@ never leaves half a frame or half a manifest behind.
 ``--out`` may also be a ``pyarrow.fs`` URI (``s3://bucket/films``, ``gs://...``,
 ``file:///shared/films``): the film's folder then lives there, and the driver
 works in a local copy (under ``$XDG_CACHE_HOME/farm/stores``, ffmpeg needs local
-files). Opening pulls what the store holds; every write (spec, manifest, frame,
+files). Opening pulls what the store holds (the film's lock object beside it: farm.folder.lock);
+every write (spec, manifest, frame,
 state, latents, segment, film) goes to both, through :meth:`FilmStore.put` and
 :meth:`FilmStore.publish`.
 """
@@ -25,98 +26,29 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import yaml
 
 from farm.changes import differences, look, touched_scenes
-from farm.errors import InputError, OutputConflictError, first_line
+from farm.errors import InputError, OutputConflictError
 from farm.folder.layout import MANIFEST_NAME, SPEC_NAME, atomic_write, frame_path, scene_dir, write_film_yaml
+from farm.folder.lock import folder_lock, store_lock
 from farm.folder.manifest import Manifest, SceneRecord
+from farm.folder.remote import Remote, cache_for, is_uri
+
+__all__ = ["FilmStore", "Remote", "cache_for"]
 from farm.spec import FilmSpec
-
-
-class Remote:
-    """A film store behind a ``pyarrow.fs`` URI: the place a film's files end up."""
-
-    def __init__(self, uri: str) -> None:
-        import pyarrow.fs as pafs
-
-        self.uri = uri.rstrip("/")
-        try:
-            self.fs, base = pafs.FileSystem.from_uri(self.uri)
-        except Exception as exc:  # ArrowInvalid (unknown scheme), ArrowNotImplementedError, OSError (no bucket)
-            raise InputError(f"--out: {uri} cannot be used as a film store ({first_line(exc)})") from exc
-        self.base = base.rstrip("/")
-        self.local = self.fs.type_name == "local"
-
-    def where(self, relative: str) -> str:
-        return f"{self.base}/{relative}" if relative else self.base
-
-    def check(self, what: str, action: Any) -> Any:
-        try:
-            return action()
-        except Exception as exc:
-            raise InputError(f"--out: {self.uri}: cannot {what} ({first_line(exc)})") from exc
-
-    def put(self, relative: str, data: bytes) -> None:
-        target = self.where(relative)
-
-        def write() -> None:
-            self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-            if not self.local:  # an object store writes an object whole or not at all
-                with self.fs.open_output_stream(target) as out:
-                    out.write(data)
-                return
-            temporary = f"{target}.{os.getpid()}.tmp"
-            with self.fs.open_output_stream(temporary) as out:
-                out.write(data)
-            self.fs.move(temporary, target)
-
-        self.check(f"write {relative}", write)
-
-    def delete(self, relative: str) -> None:
-        import pyarrow.fs as pafs
-
-        target = self.where(relative)
-        info = self.check(f"look at {relative}", lambda: self.fs.get_file_info(target))
-        if info.type == pafs.FileType.File:
-            self.check(f"delete {relative}", lambda: self.fs.delete_file(target))
-
-    def pull(self, relative: str, local: Path) -> bool:
-        """Copy the store's folder ``relative`` into ``local`` (emptied first); False if there is none."""
-        import shutil
-
-        import pyarrow.fs as pafs
-
-        source = self.where(relative)
-        info = self.check(f"look at {relative}", lambda: self.fs.get_file_info(source))
-        shutil.rmtree(local, ignore_errors=True)
-        if info.type == pafs.FileType.NotFound:
-            return False
-        if info.type != pafs.FileType.Directory:
-            raise OutputConflictError(f"{self.uri}/{relative}: exists and is not a folder; choose another --out")
-        local.mkdir(parents=True, exist_ok=True)
-        self.check(f"read {relative}", lambda: pafs.copy_files(
-            source, str(local), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem()))
-        return True
-
-
-def cache_for(uri: str) -> Path:
-    """The local working copy of a remote film store."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "farm" / "stores" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
 
 
 class FilmStore:
     def __init__(self, root: str | Path, slug: str) -> None:
-        text = str(root)
-        self.remote = Remote(text) if "://" in text else None
-        self.root = cache_for(text) if self.remote else Path(root)
+        self.remote = Remote(str(root)) if is_uri(root) else None
+        self.root = cache_for(self.remote.uri + self.remote.query) if self.remote else Path(root)
         self.slug = slug
         self.path = self.root / slug
         self.location = f"{self.remote.uri}/{slug}" if self.remote else str(self.path)
@@ -129,6 +61,17 @@ class FilmStore:
         self.touched: list[int] = []  # scenes those changes made us render again
 
     # --- opening ---------------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, command: str, say: Optional[Callable[[str], None]] = None) -> Iterator[None]:
+        """One run per film (farm.folder.lock): the local folder's flock, and for a film store URI
+        the lock object beside the film in the store too."""
+        with folder_lock(self.path, command, self.location):
+            if self.remote is None:
+                yield
+                return
+            with store_lock(self.remote, self.slug, command, say):
+                yield
 
     def pull(self) -> None:
         """A remote store's copy of this film into the local folder (replacing what was there)."""
@@ -260,12 +203,8 @@ class FilmStore:
     def publish_new(self) -> None:
         """Every file made in the local folder since it was opened (segments, the film, subtitles,
         posters) goes to the remote store too."""
-        if not self.remote:
-            return
-        for path in sorted(self.path.rglob("*")):
-            if path.is_file() and not path.name.endswith(".tmp") and path.stat().st_mtime >= self.opened_at \
-                    and self.relative(path) not in self.sent:
-                self.publish(path)
+        if self.remote:
+            self.sent.update(self.remote.publish_since(self.root, self.path, self.opened_at, self.sent))
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
