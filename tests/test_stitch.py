@@ -94,6 +94,35 @@ def test_farm_stitch_bad_input_is_one_line(default_film, tmp_path):
         lost.write_bytes(data)
 
 
+def test_a_full_disk_is_one_line_and_the_film_stays_as_it_was(default_film):
+    """The disk refuses every write past a few kilobytes (RLIMIT_FSIZE in the child, the kernel's own
+    refusal, as a full disk refuses): farm stitch stops in one line naming the file, and the film,
+    its frames and its film.yaml are the ones it had."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result, _ = default_film
+    keep = {name: (result.path / name).read_bytes() for name in ("film.mp4", "film.yaml", "film.srt")}
+    frames = frame_hashes(result.path)
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as ENOSPC does
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    farm = Path(sys.executable).with_name("farm")
+    done = subprocess.run([str(farm), "stitch", str(result.path), "--set", "video.transition=cut", "--quiet"],
+                          preexec_fn=small_disk, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("farm: error: ") and "Traceback" not in done.stderr
+    assert str(result.path) in done.stderr  # names the file it could not write
+    assert {name: (result.path / name).read_bytes() for name in keep} == keep
+    assert frame_hashes(result.path) == frames
+    assert not [p for p in result.path.rglob("*") if ".tmp" in p.name]  # no half-written file left
+
+
 def test_morph_film_gets_bridge_frames_from_a_worker(ray_cluster, tmp_path):
     data = tiny_film("Morph Film", scenes=2, duration=1.0, fps=4, video={"transition": "morph"})
     messages = []

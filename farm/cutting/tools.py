@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Sequence
@@ -80,5 +81,22 @@ def run_ffmpeg(exe: str, args: Sequence[str], what: str, cwd: Path | None = None
     except OSError as exc:
         raise StitchError(f"ffmpeg could not run ({exe}): {exc.strerror or exc}") from exc
     if done.returncode != 0:
-        raise StitchError(f"ffmpeg failed on {what} (exit {done.returncode}): {stderr_tail(done.stderr)}")
+        output = args[-1][len("file:"):] if args and str(args[-1]).startswith("file:") else None
+        into = f" writing {output}" if output else ""
+        raise StitchError(f"ffmpeg failed on {what}{into} ({exit_words(done.returncode)}): "
+                          f"{stderr_tail(done.stderr)}")
     return done.stdout
+
+
+def exit_words(code: int) -> str:
+    """An exit status as words: ``exit 1``, or the signal that ended it (``killed by SIGXFSZ: ...``)."""
+    if code >= 0:
+        return f"exit {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"killed by signal {-code}"
+    why = {"SIGXFSZ": ": the file grew past what the disk or the file size limit allows",
+           "SIGKILL": ": out of memory, or stopped from outside"}.get(name, "")
+    return f"killed by {name}{why}"
+
