@@ -36,7 +36,7 @@ from farm.driver.render import render_frames
 from farm.driver.store import FilmStore
 from farm.errors import InputError, OutputConflictError
 from farm.folder.events import EventLog
-from farm.folder.layout import SPEC_NAME, write_film_yaml
+from farm.folder.layout import SPEC_NAME, VIDEO_NAME, write_film_yaml
 from farm.folder.lock import folder_lock
 from farm.spec import FilmSpec, load_spec, spec_from_dict
 from farm.writing.plan import plan_film
@@ -158,7 +158,7 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
         log.run_ended("finished")
         store.publish_new()  # a remote film store gets what ffmpeg made here
         if store.remote:
-            report.say(f"film stored: {store.location}/film.mp4")
+            report.say(f"film stored: {store.location}/{VIDEO_NAME}")
         return FilmResult(path=store.path, video=stitched.video, subtitles=stitched.srt, frames=stitched.timeline.total,
                           scenes_rendered=rendered.scenes_rendered, seconds=time.perf_counter() - started,
                           workers=rendered.workers, location=store.location)

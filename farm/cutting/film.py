@@ -20,7 +20,18 @@ from farm.cutting.sheet import ContactSheet, poster
 from farm.cutting.subtitles import cues, make_ass, make_srt, make_vtt
 from farm.cutting.timeline import Timeline, make_timeline, transition_frames
 from farm.cutting.verify import verify_film
-from farm.folder.layout import BRIDGE_PATTERN, FRAME_PATTERN, atomic_write, scene_dir, segments_dir
+from farm.folder.layout import (
+    BRIDGE_PATTERN,
+    CONTACT_NAME,
+    FRAME_PATTERN,
+    POSTER_NAME,
+    SRT_NAME,
+    VIDEO_NAME,
+    VTT_NAME,
+    atomic_write,
+    scene_dir,
+    segments_dir,
+)
 from farm.spec import FilmSpec
 
 Say = Callable[[str], None]
@@ -208,18 +219,18 @@ class FilmCutter:
         self.say(f"film written: {video} ({self.timeline.total} frames, {self.timeline.duration:.2f}s, "
                  f"{self.timeline.transition}, subtitles {self.spec.video.subtitles}"
                  f"{', narrated' if audio else ''})")
-        return StitchResult(video, self.film_dir / "film.srt", self.film_dir / "film.vtt", contact, cover,
+        return StitchResult(video, self.film_dir / SRT_NAME, self.film_dir / VTT_NAME, contact, cover,
                             self.timeline, self.checked)
 
     def join_and_check(self, files: list[Path], audio: Optional[Path]) -> Path:
-        srt, vtt = self.film_dir / "film.srt", self.film_dir / "film.vtt"
+        srt, vtt = self.film_dir / SRT_NAME, self.film_dir / VTT_NAME
         atomic_write(srt, make_srt(self.cues).encode())
         atomic_write(vtt, make_vtt(self.cues).encode())
         soft = None
         if self.spec.video.subtitles == "soft":
             soft = self.folder / "soft.ass"
             atomic_write(soft, make_ass(self.cues, self.spec.video.played_size, burn=False).encode())
-        video = join(files, self.film_dir / "film.mp4", self.exe, self.spec.video.codec, audio, soft)
+        video = join(files, self.film_dir / VIDEO_NAME, self.exe, self.spec.video.codec, audio, soft)
         self.checked = verify_film(video, self.timeline, self.spec.video.played_size, self.spec.video.codec,
                                    audio=audio is not None, subtitles=soft is not None)
         keep = set(files) | {p for p in (audio, soft) if p is not None}
@@ -236,8 +247,8 @@ class FilmCutter:
         tl = self.timeline
         for k in range(tl.scenes):
             self.thumbnails[k].result()
-        contact = self.sheet.save(self.film_dir / "contact.png")
-        cover = poster(self.middle_frame(tl.scenes // 2), self.spec.title, self.film_dir / "poster.png")
+        contact = self.sheet.save(self.film_dir / CONTACT_NAME)
+        cover = poster(self.middle_frame(tl.scenes // 2), self.spec.title, self.film_dir / POSTER_NAME)
         return contact, cover
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from farm.cutting.film import FilmCutter, StitchResult, plan_cut
 from farm.cutting.timeline import transition_frames
 from farm.cutting.tools import find_ffmpeg
 from farm.errors import InputError, SpecError
-from farm.folder.layout import SPEC_NAME, bridge_on_disk, frame_path, write_film_yaml
+from farm.folder.layout import SPEC_NAME, VIDEO_NAME, bridge_on_disk, frame_path, write_film_yaml
 from farm.folder.lock import folder_lock, store_lock
 from farm.folder.remote import Remote, cache_for, is_uri, split_film_uri
 from farm.spec import FilmSpec, spec_from_dict
@@ -98,5 +98,5 @@ def _stitch_stored(uri: str, overrides: Sequence[str], say: Callable[[str], None
         started = time.time()
         stitched = stitch_film(local, overrides, say)
         remote.publish_since(local.parent, local, started)
-        say(f"film stored: {remote.uri}/{slug}/film.mp4")
+        say(f"film stored: {remote.uri}/{slug}/{VIDEO_NAME}")
         return stitched

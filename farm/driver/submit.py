@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 
 import farm
 from farm.errors import ClusterError, InputError, first_line
+from farm.folder.layout import SPEC_NAME
 from farm.spec import FilmSpec
 
-SPEC_NAME = "film.yaml"
 DEFAULT_OUT = "~/farm-films"
 
 

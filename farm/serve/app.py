@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 from aiohttp import web
 
 from farm.errors import InputError
-from farm.folder.layout import MANIFEST_NAME, SPEC_NAME
+from farm.folder.layout import MANIFEST_NAME, SPEC_NAME, frame_path
 from farm.serve.films import Films, NoSuchFilm, frames_on_disk
 from farm.serve.pages import film_page, index_page, not_found
 
@@ -231,7 +231,7 @@ async def frames_zip(request: web.Request) -> web.StreamResponse:
         with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
             for scene in record["scenes"]:
                 for frame in frames_on_disk(folder, scene["index"]):
-                    relative = f"scenes/{scene['index']:03d}/frame_{frame:05d}.png"
+                    relative = frame_path(Path(), scene["index"], frame).as_posix()
                     path = inside(folder.resolve(), relative)
                     if path is not None:
                         archive.write(path, f"{name}/{relative}")
