@@ -354,3 +354,23 @@ def test_an_s3_store_that_cannot_be_used_is_one_line_and_left_as_it_was(s3_store
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "not a rendered film (nothing there)" in result.stderr
     assert store_objects(s3_store) == {}
+
+
+def test_files_still_being_made_are_not_published(tmp_path):
+    """ffmpeg's output before its rename (temp_beside: ``.film.PID-HEX.tmp.mp4``) and atomic_write's
+    (``.manifest.json.XYZ.tmp``) stay in the local copy; the finished files go to the store."""
+    from farm.folder.layout import atomic_write, temp_beside
+    from farm.folder.remote import Remote
+
+    root, store = tmp_path / "cache", tmp_path / "store"
+    folder = root / "a-film"
+    (folder / "segments").mkdir(parents=True)
+    store.mkdir()
+    atomic_write(folder / "film.mp4", b"film")
+    temp_beside(folder / "film.mp4").write_bytes(b"half a film")
+    temp_beside(folder / "segments" / "body-000.mp4").write_bytes(b"half a piece")
+    (folder / ".manifest.json.k2j3.tmp").write_bytes(b"{")
+    (folder / "segments" / "body-000-ab12.mp4").write_bytes(b"piece")
+    sent = Remote(store.as_uri()).publish_since(root, folder, since=0.0)
+    assert sorted(sent) == ["a-film/film.mp4", "a-film/segments/body-000-ab12.mp4"]
+    assert sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file()) == sorted(sent)

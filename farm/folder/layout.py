@@ -97,6 +97,11 @@ def temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
 
 
+def is_temporary(name: str) -> bool:
+    """A file being made (``temp_beside``'s and ``atomic_write``'s names): never published, never read as done."""
+    return name.startswith(".") and ".tmp" in name
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half,
     even after a crash of the machine: the new file is flushed to disk before it is renamed into

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from farm.errors import InputError, OutputConflictError, first_line
+from farm.folder.layout import is_temporary
 
 
 def is_uri(out: str | Path) -> bool:
@@ -124,7 +125,7 @@ class Remote:
         done, names = set(sent), []
         for path in sorted(folder.rglob("*")):
             relative = path.relative_to(root).as_posix()
-            if path.is_file() and not path.name.endswith(".tmp") and path.stat().st_mtime >= since \
+            if path.is_file() and not is_temporary(path.name) and path.stat().st_mtime >= since \
                     and relative not in done:
                 self.put(relative, path.read_bytes())
                 names.append(relative)
