@@ -15,6 +15,7 @@ so a scene's frames are its optimisation trajectory.
 from __future__ import annotations
 
 import io
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -170,16 +171,24 @@ class BigSleep:
         return pieces.contiguous(memory_format=self.models.memory_format)
 
     # 3. the loss, term by term
-    def loss_terms(self, z: torch.Tensor, classes: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The terms for B latent sets, z (B, L, Z) and class logits (B, L, C), every one scored on
-        the same cutouts: each term (B,)."""
+    def loss_terms(self, z: torch.Tensor, classes: torch.Tensor, boxes: torch.Tensor,
+                   texts: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None) -> dict[str, torch.Tensor]:
+        """The terms for B latent sets, z (B, L, Z) and class logits (B, L, C): each term (B,).
+
+        ``boxes``: (K, 3), the same cutouts for every set, or (B, K, 3), each set its own.
+        ``texts``: each set's (prompt embeddings, prompt weights); by default this scene's.
+        One BigGAN pass makes the B images and one CLIP pass scores their B x K cutouts.
+        """
         s = self.settings
+        per_set = boxes if boxes.dim() == 3 else boxes.expand(len(z), *boxes.shape)
+        texts = texts if texts is not None else [(self.text_embeds, self.prompt_weights)] * len(z)
         with self.autocast:
             vectors = class_vectors(classes.flatten(0, 1), s.max_classes, s.class_temperature).view_as(classes)
             images = synthesize(self.models, z, vectors, s.truncation)
-            embeds = self.models.clip.encode_image(torch.cat([self.cutouts(image[None], boxes) for image in images]))
-        embeds = embeds.float().reshape(len(z), len(boxes), -1)
-        clip = [clip_loss(e, self.text_embeds, self.prompt_weights, s.clip_weight) for e in embeds]
+            embeds = self.models.clip.encode_image(
+                torch.cat([self.cutouts(image[None], box) for image, box in zip(images, per_set)]))
+        embeds = embeds.float().reshape(len(z), per_set.shape[1], -1)
+        clip = [clip_loss(e, text, weights, s.clip_weight) for e, (text, weights) in zip(embeds, texts)]
         return {
             "latent": torch.stack([latent_loss(rows) for rows in z]),
             "classes": torch.stack([class_loss(v.float()) for v in vectors]),
@@ -187,38 +196,36 @@ class BigSleep:
             "similarity": torch.stack([similarity[0] for _, similarity in clip]),
         }
 
+    def draw_boxes(self) -> torch.Tensor:
+        """This scene's next random cutouts, from its own generator."""
+        return cutout_boxes(self.settings, self.settings.cutouts, self.models.resolution, self.rng)
+
     def losses(self, boxes: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """The loss terms at the current latents, with random cutouts unless ``boxes`` are given."""
         if boxes is None:
-            boxes = cutout_boxes(self.settings, self.settings.cutouts, self.models.resolution, self.rng)
+            boxes = self.draw_boxes()
         terms = {name: term[0] for name, term in self.loss_fn(self.z[None], self.classes[None], boxes).items()}
         terms["loss"] = total_loss(terms)
         return terms
 
     # 4-5. one step: loss -> Adam -> EMA -> re-seed
     def step(self) -> dict[str, float]:
-        passes = self.settings.gradient_accumulation
-        totals: dict[str, float] = {}
-        for _ in range(passes):
-            try:
-                terms = self.losses()
-                (terms["loss"] / passes).backward()
-            except RuntimeError as exc:
-                if self.settings.deterministic and "deterministic" in str(exc):
-                    op = first_line(exc)[:200]
-                    raise SpecError("render.deterministic",
-                                    f"this device has no deterministic version of an operation the render needs "
-                                    f"({op}); set it to false") from exc
-                raise
-            for key, value in terms.items():
-                totals[key] = totals.get(key, 0.0) + value.item() / passes
+        return step_together([self])[0]
+
+    def batch_key(self) -> tuple:
+        """What scenes must share to be stepped in one batch: the settings their loss is made with."""
+        s = self.settings
+        return (id(self.models), s.cutouts, s.cutout_resample, s.max_classes, s.class_temperature, s.truncation,
+                s.clip_weight, s.gradient_accumulation, s.precision, s.channels_last, s.compile, s.deterministic)
+
+    def finish_step(self) -> None:
+        """After the gradients: Adam, the EMA, the step count and the re-seed, this scene's alone."""
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(Latents(self.z, self.classes))
         self.steps += 1
         if self.settings.reseed_every and self.steps % self.settings.reseed_every == 0:
             self.reseed()
-        return totals
 
     @torch.no_grad()
     def reseed(self) -> None:
@@ -281,6 +288,92 @@ class BigSleep:
         self.optimizer.load_state_dict(optimizer_state)
 
 
+def step_together(sleepers: list[BigSleep]) -> list[dict[str, float]]:
+    """One optimisation step of several scenes at once: for each pass one BigGAN forward and
+    backward over their latent sets and one CLIP pass over all their cutouts. Each scene keeps
+    its own prompts, cutouts (drawn from its own generator, in the order it draws them alone),
+    Adam state, EMA and re-seeding. Their losses are summed for the backward pass, so each
+    scene's gradient is its own loss's. Scenes must share ``batch_key()``. Returns each scene's
+    terms (averaged over the passes), as ``BigSleep.step`` does for one."""
+    lead = sleepers[0]
+    assert all(s.batch_key() == lead.batch_key() for s in sleepers), "scenes of other settings in one batch"
+    passes = lead.settings.gradient_accumulation
+    totals: list[dict[str, float]] = [{} for _ in sleepers]
+    texts = [(s.text_embeds, s.prompt_weights) for s in sleepers]
+    for _ in range(passes):
+        boxes = torch.stack([s.draw_boxes() for s in sleepers])
+        try:
+            terms = lead.loss_fn(torch.stack([s.z for s in sleepers]), torch.stack([s.classes for s in sleepers]),
+                                 boxes, texts)
+            terms["loss"] = total_loss(terms)
+            (terms["loss"].sum() / passes).backward()
+        except RuntimeError as exc:
+            if lead.settings.deterministic and "deterministic" in str(exc):
+                op = first_line(exc)[:200]
+                raise SpecError("render.deterministic",
+                                f"this device has no deterministic version of an operation the render needs "
+                                f"({op}); set it to false") from exc
+            raise
+        values = {key: term.detach().tolist() for key, term in terms.items()}  # one read for all scenes
+        for i, total in enumerate(totals):
+            for key, column in values.items():
+                total[key] = total.get(key, 0.0) + column[i] / passes
+    for sleeper in sleepers:
+        sleeper.finish_step()
+    return totals
+
+
+@dataclass
+class Finished:
+    """A scene's last event: the latents a following scene may start from."""
+
+    latents: Latents  # the EMA latents after the scene's last step
+    first: Optional[Latents]  # those of its first frame (None for a scene of no frames)
+
+
+class SceneRun:
+    """One scene's optimisation and where it stands: what it needs next, a step or a frame."""
+
+    def __init__(self, sleeper: BigSleep, frames: int, state_every: int = 0) -> None:
+        self.sleeper, self.frames, self.state_every = sleeper, frames, state_every
+        self.stats = {"loss": math.nan, "similarity": math.nan}  # the last step's
+        self.done = False
+
+    def target(self) -> int:
+        """The step count at which the next frame (or, after the last, the scene's end) is due."""
+        s = self.sleeper.settings
+        if self.sleeper.frames_done < self.frames:
+            return s.warmup_steps + (self.sleeper.frames_done + 1) * s.steps_per_frame
+        return s.warmup_steps
+
+    def needs_step(self) -> bool:
+        return not self.done and self.sleeper.steps < self.target()
+
+    def stepped(self, stats: dict[str, float]) -> None:
+        self.stats = stats
+
+    def events(self) -> list[Frame | Finished]:
+        """Whatever is due without another step: a frame, or the scene's end."""
+        out: list[Frame | Finished] = []
+        sleeper = self.sleeper
+        while not self.done and not self.needs_step():
+            if sleeper.frames_done < self.frames:
+                index = sleeper.frames_done
+                average = sleeper.ema.average  # new tensors, which the optimiser does not touch
+                image = sleeper.frame_image(average)
+                if index == 0:
+                    sleeper.first = average
+                sleeper.frames_done = index + 1
+                every = self.state_every
+                keep = every > 0 and ((index + 1) % every == 0 or index == self.frames - 1)
+                out.append(Frame(index, image, self.stats["loss"], self.stats["similarity"],
+                                 sleeper.state_dict() if keep else None))
+            else:
+                self.done = True
+                out.append(Finished(sleeper.ema.average, sleeper.first))
+        return out
+
+
 def render_scene(models: Models, settings: RenderSpec, prompt: str | list[tuple[str, float]], seed: int, frames: int,
                  init: Optional[Latents] = None) -> Iterator[Frame]:
     """Yield a scene's ``frames`` frames, one every ``steps_per_frame`` steps after the warm-up."""
@@ -300,21 +393,14 @@ def render_scene_with_state(models: Models, settings: RenderSpec, prompt: str | 
     sleeper = BigSleep(models, settings, prompt, seed, init)
     if resume is not None:
         sleeper.load_state_dict(resume)
+    run = SceneRun(sleeper, frames, state_every)
 
     def frames_of() -> Iterator[Frame]:
-        stats = {"loss": float("nan"), "similarity": float("nan")}
-        while sleeper.steps < settings.warmup_steps:
-            stats = sleeper.step()
-        for index in range(sleeper.frames_done, frames):
-            target = settings.warmup_steps + (index + 1) * settings.steps_per_frame
-            while sleeper.steps < target:
-                stats = sleeper.step()
-            average = sleeper.ema.average  # new tensors, which the optimiser does not touch
-            image = sleeper.frame_image(average)
-            if index == 0:
-                sleeper.first = average
-            sleeper.frames_done = index + 1
-            keep = state_every > 0 and ((index + 1) % state_every == 0 or index == frames - 1)
-            yield Frame(index, image, stats["loss"], stats["similarity"], sleeper.state_dict() if keep else None)
+        while True:
+            for event in run.events():
+                if isinstance(event, Finished):
+                    return
+                yield event
+            run.stepped(sleeper.step())
 
     return sleeper, frames_of()
