@@ -52,8 +52,11 @@ def train_clip(args, out: Path) -> None:
         recipe = dataclasses.replace(recipe, steps=args.clip_steps)
     if args.clip_finetune_steps is not None:
         recipe = dataclasses.replace(recipe, finetune_steps=args.clip_finetune_steps)
+    if args.clip_distill_steps is not None:
+        recipe = dataclasses.replace(recipe, distill_steps=args.clip_distill_steps)
     if args.fast:
-        recipe = dataclasses.replace(recipe, steps=60, finetune_steps=20, batch=32)
+        recipe = dataclasses.replace(recipe, steps=60, finetune_steps=20, batch=32,
+                                     distill_steps=min(recipe.distill_steps, 10))
     print(f"CLIP recipe: {dataclasses.asdict(recipe)}", flush=True)
     partial = out.with_suffix(".partial.pt")
 
@@ -101,6 +104,9 @@ def main() -> None:
     parser.add_argument("--clip-steps", type=int, help=f"default {Recipe.steps}")
     parser.add_argument("--clip-finetune-steps", type=int,
                         help=f"the second phase (wide colours, soft edges), default {Recipe.finetune_steps}; 0: none")
+    parser.add_argument("--clip-distill-steps", type=int,
+                        help="a third phase distilling the logits on in-between pictures onto a smooth teacher "
+                             f"(docs/TOY.md), default {Recipe.distill_steps}: none")
     parser.add_argument("--generator-steps", type=int, help=f"default {GeneratorRecipe.steps}")
     parser.add_argument("--generator-finetune-steps", type=int,
                         help=f"the generator's second phase, default {GeneratorRecipe.finetune_steps}; 0: none")

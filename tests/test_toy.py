@@ -173,6 +173,62 @@ def test_the_second_phase_starts_from_the_first_as_shipped():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_teacher_scores_by_hand():
+    """The distillation's teacher (scripts/toy_training/teacher.py): squared distances over the scales,
+    0 for a named picture against its own caption, which the caption pool puts first."""
+    from toy_training.teacher import InBetween, Scales, attribute_scores, caption_pool
+
+    from farm.toy.world import SHAPES
+
+    red, black = np.array(COLOURS["red"]) / 255, np.array(COLOURS["black"]) / 255
+    picture = InBetween(np.zeros((1, 64, 64, 3), np.uint8), red[None], black[None], np.array([[0.25, 0.5]]),
+                        np.array([[1.0, 0.0, 0.0]]))
+    scales = Scales(colour=0.25, place=0.15, shape=3.0)
+    parts = attribute_scores(picture, scales)
+    # By hand: orange - red = (25, 105, -10) / 255: 11750 / 65025 / 0.25^2 = 2.8912; the right is 0.5 from
+    # the left: 0.25 / 0.15^2 = 11.111; a square where the picture is all circle: 3 x (1 - 0).
+    assert abs(parts["colour"][0, list(COLOURS).index("orange")] + 2.8912) < 1e-4
+    assert parts["colour"][0, list(COLOURS).index("red")] == 0
+    assert parts["background"][0, list(COLOURS).index("black")] == 0
+    assert abs(parts["position"][0, list(POSITIONS).index("right")] + 11.111) < 1e-3
+    assert parts["shape"][0, SHAPES.index("square")] == -3.0
+    captions, scores = caption_pool(picture, scales, np.random.default_rng(0))
+    assert captions[0] == "a red circle on the left on a black background" and scores[0, 0] == 0
+    assert len(captions) == 2 and scores[0, 1] < 0
+
+
+def test_the_distillation_phase_is_deterministic_and_moves_the_weights():
+    small = dict(Recipe().config, text_width=32, text_layers=1)
+
+    def run(distill_steps):
+        recipe = Recipe(steps=2, finetune_steps=0, distill_steps=distill_steps, distill_batch=6, batch=8, config=small)
+        return train(recipe, log=lambda _: None, evaluate_every=0)[0].state_dict()
+
+    a, b, none = run(2), run(2), run(0)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], none[k]) for k in a)
+
+
+def test_the_measured_films_change_one_or_two_attributes_a_scene():
+    """scripts/toy_films.py's films: seeded, six scenes, each one or two attributes from the one
+    before, never a shape the colour of its background; captions in the toy world's words."""
+    from toy_films import ATTRIBUTES, caption, film_prompts
+
+    assert film_prompts(5) == film_prompts(5) and film_prompts(5) != film_prompts(6)
+    changes = set()
+    for seed in range(1, 21):
+        scenes = film_prompts(seed)
+        assert len(scenes) == 6
+        for before, after in zip(scenes, scenes[1:]):
+            changed = sum(before[a] != after[a] for a in ATTRIBUTES)
+            assert changed in (1, 2)
+            changes.add(changed)
+        assert all(s["colour"] != s["background"] for s in scenes)
+    assert changes == {1, 2}
+    assert caption(film_prompts(1)[0]).split()[0] == "a"
+    assert set(" ".join(caption(s) for s in film_prompts(1)).split()) <= set(WORDS)
+
+
 # --- the shipped weights ---------------------------------------------------------------------
 
 

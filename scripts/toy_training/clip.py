@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +20,7 @@ from farm.toy.common import float_state, half_state
 from farm.toy.world import SHAPES, WORDS, ToyWorld
 
 from .schedule import set_warmup_cosine_lr
+from .teacher import Scales, caption_pool, in_between
 
 
 @dataclass
@@ -47,6 +49,15 @@ class Recipe:
     finetune_wide_colours: float = 0.4
     finetune_wide_radius: float = 35.0
     finetune_soft_edges: float = 0.15
+    # The third phase: from the second's weights as shipped, the same contrastive loss plus the
+    # distillation of the logits on in-between pictures onto a smooth teacher score
+    # (scripts/toy_training/teacher.py), so that the CLIP's gradient leads from any picture to any
+    # prompt. 0 steps: none.
+    distill_steps: int = 0
+    distill_learning_rate: float = 1e-3
+    distill_weight: float = 1.0
+    distill_batch: int = 64
+    distill_scales: Scales = field(default_factory=Scales)
     crop_min: float = 0.8  # random crops of this fraction of the side or more, like the renderer's cutouts
     threads: int = 1
     config: dict = field(default_factory=lambda: dict(TOY_CLIP))
@@ -84,6 +95,22 @@ def contrastive_loss(model: nn.Module, images: torch.Tensor, tokenizer: ToyToken
     return (image_to_text + text_to_image) / 2
 
 
+def distillation_loss(model: nn.Module, images: torch.Tensor, tokenizer: ToyTokenizer, captions: list[str],
+                      scores: np.ndarray) -> torch.Tensor:
+    """The CLIP's logits (N pictures x P captions) distilled onto the teacher's ``scores``: the
+    cross-entropy of its softmaxes against the teacher's, over the captions for each picture and
+    over the pictures for each caption (the renderer climbs the latter), less the teacher's own
+    entropy (a KL divergence: 0 when they agree)."""
+    image_features, text_features, logit_scale = model(images, tokenizer(captions))[:3]
+    logits = logit_scale * image_features @ text_features.T
+    teacher = torch.from_numpy(scores).float()
+    total = 0.0
+    for dim in (1, 0):
+        target = F.softmax(teacher, dim)
+        total = total + (target * (torch.log(target.clamp_min(1e-12)) - F.log_softmax(logits, dim))).sum(dim).mean()
+    return total / 2
+
+
 def hard_negatives(batch, kind: str, generator: torch.Generator) -> list[str] | None:
     if kind == "any":
         return batch.negatives
@@ -109,12 +136,15 @@ def train(recipe: Recipe, log=print, evaluate_every: int = 500,
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1 / recipe.temperature))
     start = time.monotonic()
-    phases = [(recipe.seed, recipe.steps, recipe.learning_rate, recipe.wide_colours, recipe.soft_edges, 0.0)]
+    phases = [(recipe.seed, recipe.steps, recipe.learning_rate, recipe.wide_colours, recipe.soft_edges, 0.0, False)]
     if recipe.finetune_steps:
         phases.append((recipe.seed + 1, recipe.finetune_steps, recipe.finetune_learning_rate,
-                       recipe.finetune_wide_colours, recipe.finetune_soft_edges, recipe.finetune_wide_radius))
+                       recipe.finetune_wide_colours, recipe.finetune_soft_edges, recipe.finetune_wide_radius, False))
+    if recipe.distill_steps:
+        phases.append((recipe.seed + 2, recipe.distill_steps, recipe.distill_learning_rate,
+                       recipe.finetune_wide_colours, recipe.finetune_soft_edges, recipe.finetune_wide_radius, True))
     history = []
-    for number, (seed, steps, learning_rate, wide, soft, radius) in enumerate(phases, 1):
+    for number, (seed, steps, learning_rate, wide, soft, radius, distill) in enumerate(phases, 1):
         if number > 1:
             model.load_state_dict(float_state(half_state(model)))
             torch.manual_seed(seed)
@@ -122,21 +152,24 @@ def train(recipe: Recipe, log=print, evaluate_every: int = 500,
                          wide_radius=radius)
         history += contrastive_phase(model, tokenizer, world, recipe, steps, learning_rate, seed,
                                      lambda line, n=number: log(f"phase {n}: {line}" if len(phases) > 1 else line),
-                                     evaluate_every, checkpoint, start)
+                                     evaluate_every, checkpoint, start, distill)
     model.eval()
     return model, tokenizer, {"seconds": time.monotonic() - start, "history": history}
 
 
 def contrastive_phase(model: nn.Module, tokenizer: ToyTokenizer, world: ToyWorld, recipe: Recipe, steps: int,
                       learning_rate: float, seed: int, log, evaluate_every: int, checkpoint,
-                      start: float) -> list[dict]:
-    """``steps`` steps of AdamW (warm-up, then cosine decay from ``learning_rate``) on the world's pictures."""
+                      start: float, distill: bool = False) -> list[dict]:
+    """``steps`` steps of AdamW (warm-up, then cosine decay from ``learning_rate``) on the world's pictures
+    (and, with ``distill``, the distillation onto the teacher on in-between pictures)."""
     generator = torch.Generator().manual_seed(seed)
+    pictures = np.random.Generator(np.random.PCG64(seed + 7)) if distill else None
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                                    {"params": rest, "weight_decay": 0.0}], lr=learning_rate)
     history = []
+    kl = torch.zeros(())
     for step in range(steps):
         lr = set_warmup_cosine_lr(optimizer, learning_rate, step, recipe.warmup, steps)
         batch = world.batch(recipe.batch, recipe.group, recipe.same_place)
@@ -144,13 +177,20 @@ def contrastive_phase(model: nn.Module, tokenizer: ToyTokenizer, world: ToyWorld
         model.train()
         loss = contrastive_loss(model, images, tokenizer, batch.captions,
                                 hard_negatives(batch, recipe.hard_negatives, generator))
+        if distill:
+            others = in_between(pictures, recipe.distill_batch, recipe.config["image_size"])
+            captions, scores = caption_pool(others, recipe.distill_scales, pictures)
+            between = random_crops(to_clip_input(others.images), recipe.crop_min, generator)
+            kl = distillation_loss(model, between, tokenizer, captions, scores)
+            loss = loss + recipe.distill_weight * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if (step + 1) % 50 == 0 or step == 0:
-            log(f"step {step + 1}/{steps} loss {loss.item():.3f} lr {lr:.2e} "
+            distilled = f" (kl {kl.item():.3f})" if distill else ""
+            log(f"step {step + 1}/{steps} loss {loss.item():.3f}{distilled} lr {lr:.2e} "
                 f"scale {model.logit_scale.exp().item():.1f} {time.monotonic() - start:.0f}s")
         if evaluate_every and (step + 1) % evaluate_every == 0 and step + 1 < steps:
             accuracy = zero_shot_accuracy(model, tokenizer, seed=10_000 + step, n=200)
