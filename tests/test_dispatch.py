@@ -23,7 +23,7 @@ from farm.driver.latents import LatentBook
 from farm.driver.pool import WorkerPool
 from farm.driver.progress import Reporter
 from farm.driver.store import FilmStore
-from farm.errors import RenderError
+from farm.errors import InputError, RenderError
 from farm.folder.layout import bridge_path
 from farm.spec import spec_from_dict
 
@@ -242,3 +242,105 @@ def test_the_automatic_stall_allowance_follows_the_measured_frame_time(tmp_path)
     explicit = Dispatcher(film("a", stall_seconds=7.5), store, latents, dispatcher.bridges, None,
                           dispatcher.report, [], lambda k: None)
     assert explicit.allowance(scene) == 7.5
+
+
+def test_frames_and_states_put_later_are_flushed_side_by_side_and_settled(tmp_path, monkeypatch):
+    """The dispatch loop writes a batch's frames and states with put(later=True): their flushes to
+    disk overlap (one after another they held the loop: ~8 ms a file here, more than 32 workers'
+    frames allow), settle() waits for all of them, and a failed write raises there."""
+    import threading
+
+    import farm.folder.layout as layout
+
+    spec = film("a", "b", reseed="independent")
+    store = FilmStore(tmp_path, spec.slug)
+    store.open(spec)
+    real_fsync, lock = os.fsync, threading.Lock()
+    flushing = {"now": 0, "most": 0}
+
+    def slow_fsync(fd):  # a slow disk: long enough that writes in flight together meet here
+        with lock:
+            flushing["now"] += 1
+            flushing["most"] = max(flushing["most"], flushing["now"])
+        time.sleep(0.05)
+        with lock:
+            flushing["now"] -= 1
+        real_fsync(fd)
+
+    monkeypatch.setattr(layout.os, "fsync", slow_fsync)
+    for frame in range(4):
+        for scene in range(2):
+            store.write_frame(scene, frame, b"png %d %d" % (scene, frame), "node", later=True)
+        store.write_state(0, frame, {"after": np.asarray([frame])}, later=True)
+        store.settle()
+        assert [store.frame_path(s, frame).read_bytes() for s in range(2)] == [b"png 0 %d" % frame,
+                                                                               b"png 1 %d" % frame]
+        assert store.read_state(0)[0] == frame
+    assert flushing["most"] >= 2  # one after another, never more than one at a time
+    assert store.scene(1).frames_written == 4
+    # The manifest saved later: once, as its records stand when the writes settle.
+    store.scene(0).finished(1.0)
+    store.save_manifest(later=True)
+    store.scene(1).finished(2.0)
+    store.save_manifest(later=True)
+    assert [s["state"] for s in json.loads(store.manifest_path.read_text())["scenes"]] == ["pending", "pending"]
+    store.settle()
+    assert [s["state"] for s in json.loads(store.manifest_path.read_text())["scenes"]] == ["done", "done"]
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(layout.os, "fsync", full_disk)
+    recorded = store.scene(1).to_dict()
+    store.write_frame(1, 0, b"again", "node", later=True)
+    with pytest.raises(InputError, match=r"frame_00000\.png: cannot be written \(No space left on device\)"):
+        store.settle(stop=True)
+    assert store.pending == [] and store.writers is None
+    assert store.scene(1).to_dict() == recorded  # the failed frame not recorded
+    assert store.frame_path(1, 0).read_bytes() == b"png 1 0"  # the old frame whole, no temporary file left
+    assert [p.name for p in store.scene_dir(1).iterdir() if p.name.startswith(".")] == []
+
+
+def test_every_frame_is_on_disk_when_the_dispatcher_reports_it(ray_cluster, tmp_path):
+    spec = film("a", "b", "c", reseed="independent")
+    store = FilmStore(tmp_path, spec.slug)
+    store.open(spec)
+    late = []
+
+    def check(event):
+        if event["event"] == "frames":
+            late.extend((event["scene"], f) for f in range(event["first"], event["last"] + 1)
+                        if not store.frame_path(event["scene"], f).is_file())
+        if event["event"] == "scene" and event["state"] == "done":
+            late.extend((event["scene"], f) for f in range(4) if not store.frame_path(event["scene"], f).is_file())
+
+    report = Reporter(lambda m: None, check)
+    latents = LatentBook(store)
+    pool = WorkerPool(spec, report.say, report.emit, joined=False)
+    Dispatcher(spec, store, latents, Bridges(spec, store, latents, 0, lambda k: None), pool, report,
+               plan_jobs(spec), lambda k: None).run(StandIn)
+    assert late == [] and store.manifest.frames_done == 12
+    assert store.pending == [] and store.writers is None  # settled and stopped as the run ended
+
+
+def test_a_scene_record_as_json_is_field_for_field_what_asdict_makes():
+    """SceneRecord.to_dict is written out by hand for speed (the manifest is saved every 2 s while a
+    film renders): the same keys, in the same order, with the same values as dataclasses.asdict."""
+    import dataclasses
+
+    from farm.folder.manifest import Manifest
+
+    manifest = Manifest.new("film", [5, 3])
+    record = manifest.scenes[0]
+    record.started("host node 1")
+    for frame, node in ((0, "n1"), (1, "n1"), (2, "n2")):
+        record.frame_written(frame, f"hash{frame}", node)
+    record.failures.append("scene: ValueError: no picture")
+    record.stalls.append("scene on host node 1 after 3.0s")
+    record.state_frame = 2
+    for scene in manifest.scenes:
+        expected = {**dataclasses.asdict(scene), "frames_written": scene.frames_written}
+        assert json.dumps(scene.to_dict()) == json.dumps(expected)
+    copy = record.to_dict()
+    record.frame_written(3, "hash3", "n2")
+    assert copy["hashes"] == {"0": "hash0", "1": "hash1", "2": "hash2"}  # a copy, not the record's own

@@ -4,7 +4,9 @@ Everything ready is submitted to idle workers and collected with ``ray.wait``
 over the workers' frame streams (and the load() calls of workers still
 starting). Each stream holds at most ``dispatch.in_flight`` frames the driver
 has not taken yet (Ray's generator back-pressure), so a slow disk slows the
-workers instead of filling the driver's memory.
+workers instead of filling the driver's memory. The frames and states of one
+batch are written side by side (``FilmStore.put(later=True)``), and are all on
+disk before they are reported or their scene is done.
 
 A frame item carries the renderer's state every ``dispatch.state_every`` frames;
 the driver keeps the latest one of each running scene in the film store. A dead
@@ -166,6 +168,7 @@ class Dispatcher:
                         self.collect(ref, batch)
                     elif ref in self.bridging:
                         self.collect_bridge(ref)
+                self.store.settle()  # the batch's frames and states, written side by side, are on disk
                 if batch:
                     self.report_frames(batch)
                 self.find_stalls()
@@ -173,10 +176,13 @@ class Dispatcher:
             self.bridges.check_done()
             return list(pool.history)
         finally:
-            self.store.manifest.interrupted()
-            self.store.manifest.bad_nodes = self.bad_nodes()
-            self.store.save_manifest()
-            pool.stop()
+            try:
+                self.store.settle(stop=True)
+            finally:
+                self.store.manifest.interrupted()
+                self.store.manifest.bad_nodes = self.bad_nodes()
+                self.store.save_manifest()
+                pool.stop()
 
     def bad_nodes(self) -> list[BadNode]:
         earlier = [b for b in self.store.manifest.bad_nodes if b.node not in self.pool.bad]
@@ -289,23 +295,24 @@ class Dispatcher:
             index = item["frame"]
             # Between two states a resumed scene renders again frames already kept: same bytes, not rewritten.
             if not self.store.has_frame(job.scene, index):
-                self.store.write_frame(job.scene, index, item["png"], running.node)
+                self.store.write_frame(job.scene, index, item["png"], running.node, later=True)
                 self.frames_done += 1
                 self.frames_this_run += 1
                 self.first_frame_at = self.first_frame_at or running.start
                 batch.setdefault(job.scene, []).append(index)
             if item.get("state") is not None:
-                self.store.write_state(job.scene, index, item["state"])
+                self.store.write_state(job.scene, index, item["state"], later=True)
             return
-        # The stream's last item: the job's final latents.
-        self.latents.save(job.key, item["latents"])
+        # The stream's last item: the job's final latents. Its frames came in earlier batches (on disk);
+        # the latents and the manifest saying it is done are written with this batch.
+        self.latents.save(job.key, item["latents"], later=True)
         if job.kind == "scene" and "first_latents" in item:  # where a morph into this scene ends
-            self.latents.save(("first", job.scene), item["first_latents"])
+            self.latents.save(("first", job.scene), item["first_latents"], later=True)
         if job.kind == "scene":
             record = self.store.scene(job.scene)
             record.finished(time.perf_counter() - running.start)
             self.store.clear_state(job.scene)
-            self.store.save_manifest()
+            self.store.save_manifest(later=True)
             self.scenes_rendered += 1
             self.on_scene(job.scene)
             done = self.store.manifest.scenes_done

@@ -20,8 +20,9 @@ class LatentBook:
         self.store = store
         self.known: dict[Key, dict[str, np.ndarray]] = {}
 
-    def save(self, key: Key, arrays: dict[str, np.ndarray]) -> None:
-        self.store.write_arrays(key[1], f"{key[0]}_latents", arrays)
+    def save(self, key: Key, arrays: dict[str, np.ndarray], later: bool = False) -> None:
+        """Known at once; on disk at once, or with ``later`` once the store settles."""
+        self.store.write_arrays(key[1], f"{key[0]}_latents", arrays, later)
         self.known[key] = arrays
 
     def get(self, key: Key) -> Optional[dict[str, np.ndarray]]:
