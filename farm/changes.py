@@ -26,7 +26,7 @@ from farm.spec import SceneSpec, build
 JOIN_SETTINGS = frozenset({"display_size", "transition", "transition_seconds", "subtitles", "codec", "crf", "preset",
                            "pix_fmt", "narration", "voice", "speech_model", "speech_base_url", "speech_api_key_env"})
 EXECUTION_ONLY = {
-    "render": frozenset({"workers", "cpus_per_worker", "gpus_per_worker", "retries"}),
+    "render": frozenset({"workers", "cpus_per_worker", "gpus_per_worker", "scenes_per_worker", "retries"}),
     "video": frozenset({"ffmpeg"}),
     "models": frozenset({"cache_dir"}),
 }

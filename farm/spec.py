@@ -45,6 +45,7 @@ MAX_PASSES = 1_024  # init_candidates, gradient_accumulation
 MAX_IN_FLIGHT = 1_024
 MAX_STALL_SECONDS = 86_400.0  # dispatch.stall_seconds: a day
 MAX_WORKERS = 4_096
+MAX_SCENES_PER_WORKER = 64  # render.scenes_per_worker: scenes one actor optimises in one batch
 
 # Reading speed used when a scene gives no duration: words per second of narration.
 READING_WORDS_PER_SECOND = 2.5
@@ -320,6 +321,9 @@ class RenderSpec:
     """Render actors; 0 = one per GPU, or one per cpus_per_worker CPUs when there is no GPU."""
     cpus_per_worker: int = 1
     gpus_per_worker: float = 1.0
+    scenes_per_worker: int = 1
+    """Scenes one actor optimises together, in one batch (joining and leaving as they start and
+    finish); 0: chosen by each worker from its device's memory and the models (1 on a CPU)."""
     retries: int = 2
     """Extra attempts a scene gets when its own code fails."""
 
@@ -334,12 +338,12 @@ class RenderSpec:
         most = {"steps_per_frame": MAX_STEPS, "warmup_steps": MAX_STEPS, "anchor_steps": MAX_STEPS,
                 "reseed_every": MAX_STEPS, "cutouts": MAX_CUTOUTS, "init_candidates": MAX_PASSES,
                 "gradient_accumulation": MAX_PASSES, "workers": MAX_WORKERS, "cpus_per_worker": 1024,
-                "retries": 100}
+                "retries": 100, "scenes_per_worker": MAX_SCENES_PER_WORKER}
         for name, limit in most.items():
             if getattr(self, name) > limit:
                 raise SpecError(f"{path}.{name}", f"must be at most {limit}, got {getattr(self, name)!r}")
         for name, value in {"warmup_steps": self.warmup_steps, "workers": self.workers, "retries": self.retries,
-                            "reseed_every": self.reseed_every}.items():
+                            "reseed_every": self.reseed_every, "scenes_per_worker": self.scenes_per_worker}.items():
             if value < 0:
                 raise SpecError(f"{path}.{name}", f"must not be negative, got {value!r}")
         for name, value in {"learning_rate": self.learning_rate, "clip_weight": self.clip_weight,
@@ -361,6 +365,11 @@ class RenderSpec:
                             f"and {self.cutout_size_max!r}")
         if not (self.cutout_size_std >= 0 and math.isfinite(self.cutout_size_std)):
             raise SpecError(f"{path}.cutout_size_std", f"must not be negative, got {self.cutout_size_std!r}")
+        if self.deterministic and self.scenes_per_worker > 1:
+            raise SpecError(f"{path}.scenes_per_worker",
+                            f"{self.scenes_per_worker} scenes in one batch cannot be rendered bit for bit as one "
+                            "alone (a batch's matrix products add in another order); set it to 1 (or 0) with "
+                            "render.deterministic: true")
         if not 0 < self.gpus_per_worker <= 8:
             raise SpecError(f"{path}.gpus_per_worker", f"must be in (0, 8], got {self.gpus_per_worker!r}")
         if self.preset not in preset_names():

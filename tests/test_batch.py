@@ -11,10 +11,12 @@ tolerances below are those; a scene that is alone in its batch is bit for bit th
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from farm.render.batch import SceneBatch, SceneJob, render_scenes, start_scene
 from farm.render.bigsleep import BigSleep, Finished, Latents, render_scene_with_state, step_together
@@ -141,3 +143,51 @@ def test_scenes_of_other_settings_never_share_a_step(spec, models):
     assert all(run.sleeper.steps == 1 for run in batch.runs.values())
     with pytest.raises(AssertionError, match="other settings"):
         step_together([batch.runs["a"].sleeper, batch.runs["b"].sleeper])
+
+
+def test_the_render_actor_streams_each_batched_scene_on_its_own_and_a_slow_stream_slows_no_other(spec, models):
+    """farm.driver.worker.SceneWorker as a plain object (no Ray): two scenes' render() streams, each
+    taken in a thread of its own as Ray's threaded actor does, share its BatchLoop; one stream is
+    not read for a while and the other finishes meanwhile. Each stream's frames and last latents are
+    its scene's alone (within the tolerance), and the loop takes the next scene once one leaves."""
+    import threading
+    import time
+
+    from farm.driver.worker import BatchLoop, SceneWorker
+
+    worker = SceneWorker(1)
+    worker.models = models
+    worker.loop = BatchLoop(models, 2, 1)
+    jobs = {"slow": (PROMPTS[0], 21, 3), "fast": (PROMPTS[1], 22, 2), "next": (PROMPTS[2], 23, 2)}
+    items: dict[str, list] = {}
+    finished: dict[str, float] = {}
+
+    def read(name, pause):
+        prompt, seed, frames = jobs[name]
+        for item in worker.render(spec.render, prompt, seed, frames, state_every=1):
+            items.setdefault(name, []).append(item)
+            time.sleep(pause)
+        finished[name] = time.monotonic()
+
+    threads = [threading.Thread(target=read, args=("slow", 3.0)), threading.Thread(target=read, args=("fast", 0))]
+    for thread in threads:
+        thread.start()
+    threads[1].join(timeout=300)
+    assert "fast" in finished and "slow" not in finished  # the slow reader held back no one
+    later = threading.Thread(target=read, args=("next", 0))  # a place came free: the next scene joins
+    later.start()
+    for thread in (threads[0], later):
+        thread.join(timeout=300)
+    assert set(finished) == set(jobs)
+    for name, (prompt, seed, frames) in jobs.items():
+        sleeper, expected = render_scene_with_state(models, spec.render, prompt, seed, frames)
+        expected = list(expected)
+        got = items[name]
+        assert [i["frame"] for i in got[:-1]] == list(range(frames)) and "latents" in got[-1]
+        for frame, item in zip(expected, got):
+            image = np.asarray(Image.open(io.BytesIO(item["png"])), dtype=int)
+            assert np.abs(image - frame.image.astype(int)).max() <= FRAME_LEVELS, name
+            assert int(item["state"]["frames_done"]) == frame.index + 1
+        np.testing.assert_allclose(got[-1]["latents"]["z"], sleeper.ema.average.z.numpy(), rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(got[-1]["first_latents"]["z"], sleeper.first.z.numpy(), rtol=1e-3, atol=1e-3)
+    assert not worker.loop.batch.runs and not worker.loop.queues  # every scene left

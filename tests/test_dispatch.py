@@ -5,6 +5,7 @@ scene continues elsewhere, and a morph bridge whose worker dies or hangs is made
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -92,7 +93,20 @@ class StandIn:
         return [b"bridge %d" % i for i in range(count)]
 
 
-def dispatch(tmp_path, spec, bridge_frames=0, bridges=None):
+class BatchedStandIn(StandIn):
+    """The stand-in as a worker of several places (its load() takes ``scenes``): a frame every 0.2 s,
+    each job in its own thread of the actor."""
+
+    def load(self, models_spec, size: int, device: str, scenes: int = 1, settings=None) -> dict:
+        return {**super().load(models_spec, size, device), "scenes": scenes}
+
+    def render(self, *args, **kwargs):
+        for item in super().render(*args, **kwargs):
+            time.sleep(0.2)
+            yield item
+
+
+def dispatch(tmp_path, spec, bridge_frames=0, bridges=None, worker=None):
     store = FilmStore(tmp_path, spec.slug)
     store.open(spec)
     messages, events, scenes = [], [], []
@@ -102,7 +116,7 @@ def dispatch(tmp_path, spec, bridge_frames=0, bridges=None):
     on_bridge = bridges.append if bridges is not None else lambda k: None
     dispatcher = Dispatcher(spec, store, latents, Bridges(spec, store, latents, bridge_frames, on_bridge), pool,
                             report, plan_jobs(spec), scenes.append)
-    dispatcher.run(StandIn)
+    dispatcher.run(worker or StandIn)
     return store, dispatcher, messages, events, scenes
 
 
@@ -160,6 +174,27 @@ def test_a_dead_worker_costs_no_retry_and_its_scene_continues_from_its_last_stat
     assert [e["state"] for e in events if e["event"] == "scene" and e["scene"] == 1] == \
         ["started", "lost", "resumed", "done"]
     assert any("worker lost during scene 2" in m for m in messages)
+
+
+def test_a_worker_of_two_places_renders_two_scenes_at_once_and_its_death_loses_both_once(ray_cluster, tmp_path):
+    """render.scenes_per_worker 2, one worker: both scenes run on it side by side; it dies mid-scene and
+    both continue from their last states on its replacement, no retry spent, every frame once. The
+    death is one strike against the node (two would avoid it here, and nothing could be placed)."""
+    marker = tmp_path / "died"
+    spec = film(f"dies once at {marker}", "b", reseed="independent", retries=0, bad_node_failures=2)
+    spec = dataclasses.replace(spec, render=dataclasses.replace(spec.render, scenes_per_worker=2))
+    store, dispatcher, messages, events, scenes = dispatch(tmp_path, spec, worker=BatchedStandIn)
+    assert marker.exists() and sorted(scenes) == [0, 1]
+    states = [(e["state"], e["scene"]) for e in events if e["event"] == "scene"]
+    assert states[:2] == [("started", 0), ("started", 1)]  # both on the one worker at once
+    assert ("lost", 0) in states and ("lost", 1) in states  # the death took both
+    for k in range(2):
+        record = store.scene(k)
+        assert (record.state, record.attempts, record.failures) == ("done", 1, [])
+        assert sorted(f for r in record.ranges for f in range(r.first, r.last + 1)) == [0, 1, 2, 3]
+        assert said(store, k, 3)["resumed"]
+    assert [len(v) for v in dispatcher.pool.strikes.values()] == [1] and not dispatcher.pool.bad
+    assert dispatcher.pool.losses == 1 and len(dispatcher.pool.history) == 2
 
 
 def gone(pid: int, within: float = 10.0) -> bool:

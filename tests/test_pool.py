@@ -152,3 +152,35 @@ def test_kept_workers_serve_the_next_film_with_the_same_models_and_no_other(ray_
     load_all(other)
     other.stop()
     pool_module.KEPT.clear()
+
+
+def test_a_batched_worker_holds_as_many_jobs_as_its_load_said_and_the_emptiest_is_taken_first():
+    first, second = Worker(actor="a", node="n" * 20, load_ref="r1"), Worker(actor="b", node="m" * 20, load_ref="r2")
+    first.ready({"node": "n" * 20, "host": "box", "scenes": 2})
+    second.ready({"node": "m" * 20, "host": "box"})  # a worker that does not say: one job
+    assert (first.capacity, first.free, second.capacity) == (2, 2, 1)
+    first.take("scene 1")
+    first.take("scene 2")
+    assert (first.state, first.jobs, first.free) == ("busy", 2, 0)
+    with pytest.raises(AssertionError):
+        first.take("scene 3")
+    first.release()
+    assert (first.state, first.free) == ("busy", 1)  # still rendering scene 1 or 2
+    first.release()
+    assert (first.state, first.free) == ("idle", 2)
+    pool = WorkerPool.__new__(WorkerPool)
+    pool.workers = [first, second]
+    first.take("scene 1")
+    assert pool.free == [second, first] and pool.places() == 2  # the emptiest first
+    assert pool.take("scene 2") is second and pool.take("scene 3") is first and pool.take("scene 4") is None
+
+
+def test_a_worker_chooses_its_scenes_from_its_device_and_memory():
+    from farm.driver.worker import AUTO_SCENES_MAX, auto_scenes
+
+    gib = 2 ** 30
+    assert auto_scenes("cpu", 100 * gib, gib) == 1  # a CPU: one scene, bit for bit
+    # 0.8 x 60 GiB free at 4.5 GiB a scene: 10.67 -> 10 scenes
+    assert auto_scenes("cuda", 60 * gib, int(4.5 * gib)) == 10
+    assert auto_scenes("cuda", 2 * gib, 9 * gib) == 1  # never fewer than one
+    assert auto_scenes("cuda", 1000 * gib, gib) == AUTO_SCENES_MAX

@@ -101,13 +101,13 @@ class Dispatcher:
             return 1
         # Ready bridges may use every idle worker, but start at most one.
         ready = len(self.bridges.ready())
-        bridges = max(min(ready, len(self.pool.idle)), 1 if ready else 0)
+        bridges = max(min(ready, self.pool.places()), 1 if ready else 0)
         return len(self.waiting) + len(self.running) + len(self.bridging) + bridges
 
     # 1. submit
     def submit_ready(self) -> None:
         for job in list(self.waiting):
-            if not self.pool.idle:
+            if not self.pool.free:
                 return
             resume = (self.store.read_state(job.scene)
                       if job.kind == "scene" and self.spec.dispatch.state_every else None)
@@ -133,7 +133,7 @@ class Dispatcher:
             else:
                 record.anchor_started()
         for k in self.bridges.ready():
-            if not self.pool.idle:
+            if not self.pool.free:
                 return
             job = Job("bridge", k, None)
             worker = self.pool.take(describe(job))
@@ -149,7 +149,7 @@ class Dispatcher:
                 pool.balance(self.wanted())
                 self.submit_ready()
                 pool.check_placeable()
-                if not self.running and pool.idle and self.waiting:
+                if not self.running and pool.free and self.waiting:
                     raise RenderError("no job can start: every waiting job needs latents no job makes")  # invariant
                 loading = pool.loading()
                 refs = [*self.running, *self.bridging, *loading]

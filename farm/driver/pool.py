@@ -15,16 +15,22 @@ times gets no new actors for this film (``bad``, with the reason).
 Workers still loading their models are waited on by the dispatcher in the same
 ``ray.wait`` as the frame streams (``loading``): nothing blocks on a worker the
 cluster cannot place yet.
+
+A worker holds ``capacity`` jobs at once (``render.scenes_per_worker``; its load()
+says how many it took, 1 for an actor class that cannot batch): jobs go to the
+worker with a free place that has the fewest jobs, so scenes spread over the
+workers before they share one.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Optional
 
 from farm.errors import ClusterError, FarmError
-from farm.spec import FilmSpec
+from farm.spec import MAX_SCENES_PER_WORKER, FilmSpec
 
 # Replacing dead workers is free for the scenes, but not endless.
 MAX_WORKER_REPLACEMENTS = 20
@@ -54,27 +60,37 @@ class Worker:
     load_ref: Any  # its load() call, waited on with the frame streams
     state: WorkerState = "loading"
     info: dict[str, Any] = field(default_factory=dict)  # node, host, pid, device: from load()
-    doing: Optional[str] = None  # what it renders now ("scene 3", "anchor 2", "bridges")
+    doing: Optional[str] = None  # what it renders now ("scene 3", "anchor 2", "bridges"; the latest)
     idle_since: float = 0.0  # idle workers are taken oldest first
+    capacity: int = 1  # jobs it holds at once (its load() says)
+    jobs: int = 0  # jobs it holds now
 
     @property
     def label(self) -> str:
         return worker_label(self.info) if self.info else f"node {self.node[:12]}"
 
+    @property
+    def free(self) -> int:
+        """Places for more jobs now (none while loading or gone)."""
+        return self.capacity - self.jobs if self.state in ("idle", "busy") else 0
+
     def ready(self, info: dict[str, Any]) -> None:
         assert self.state == "loading", self.state
         self.state, self.info, self.idle_since = "idle", info, time.monotonic()
+        self.capacity = max(1, int(info.get("scenes", 1)))
 
     def take(self, doing: str) -> None:
-        assert self.state == "idle", self.state
-        self.state, self.doing = "busy", doing
+        assert self.free > 0, (self.state, self.jobs, self.capacity)
+        self.state, self.doing, self.jobs = "busy", doing, self.jobs + 1
 
     def release(self) -> None:
         assert self.state == "busy", self.state
-        self.state, self.doing, self.idle_since = "idle", None, time.monotonic()
+        self.jobs -= 1
+        if not self.jobs:
+            self.state, self.doing, self.idle_since = "idle", None, time.monotonic()
 
     def gone(self) -> None:
-        self.state, self.doing = "gone", None
+        self.state, self.doing, self.jobs = "gone", None, 0
 
 
 class WorkerPool:
@@ -104,8 +120,17 @@ class WorkerPool:
 
     @property
     def idle(self) -> list[Worker]:
-        """Idle workers, the longest idle first."""
+        """Idle workers (no job at all), the longest idle first."""
         return sorted(self.in_state("idle"), key=lambda w: w.idle_since)
+
+    @property
+    def free(self) -> list[Worker]:
+        """Workers with a place for another job, the emptiest first (then the longest idle)."""
+        return sorted((w for w in self.workers if w.free > 0), key=lambda w: (w.jobs, w.idle_since))
+
+    def places(self) -> int:
+        """Places for more jobs on the loaded workers."""
+        return sum(w.free for w in self.workers)
 
     @property
     def ready(self) -> list[Worker]:
@@ -117,12 +142,12 @@ class WorkerPool:
         return {w.load_ref: w for w in self.in_state("loading")}
 
     def take(self, doing: str) -> Optional[Worker]:
-        """The first idle worker, now busy with ``doing``; None when none is idle."""
-        idle = self.idle
-        if not idle:
+        """The first worker with a free place, now busy with ``doing`` too; None when none has one."""
+        free = self.free
+        if not free:
             return None
-        idle[0].take(doing)
-        return idle[0]
+        free[0].take(doing)
+        return free[0]
 
     # --- what one worker asks for -----------------------------------------------------------
 
@@ -183,7 +208,7 @@ class WorkerPool:
         r = self.spec.render
         context = self.ray.get_runtime_context()
         return ((context.gcs_address, context.get_job_id()), self.worker_class, repr(self.spec.models),
-                self.spec.video.size, r.device, self.mode, r.cpus_per_worker, r.gpus_per_worker)
+                self.spec.video.size, r.device, self.mode, r.cpus_per_worker, r.gpus_per_worker, self.scenes())
 
     def take_kept(self, node_id: str) -> Optional[Worker]:
         """A worker an earlier film of this process kept on ``node_id``, now this pool's."""
@@ -242,13 +267,26 @@ class WorkerPool:
         self.requested = wanted
         self.emit("autoscaler", bundles=wanted, bundle=self.bundle())
 
+    def scenes(self) -> int:
+        """render.scenes_per_worker, for an actor class that batches (its load() takes ``scenes``); else 1."""
+        batches = "scenes" in inspect.signature(self.worker_class.load).parameters
+        scenes = self.spec.render.scenes_per_worker
+        if not batches or (scenes == 0 and self.mode == "cpu"):  # 0 on a CPU: 1, see the worker
+            return 1
+        return scenes
+
     def add(self, node_id: str, options: dict[str, Any]) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        scenes = self.scenes()
+        if scenes != 1:  # a threaded actor: one thread per scene's stream, and load() and bridges beside
+            options = {**options, "max_concurrency": (scenes or MAX_SCENES_PER_WORKER) + 2}
         actor = self.actor_class.options(
             **options, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         ).remote(self.spec.render.cpus_per_worker)
-        ref = actor.load.remote(self.spec.models, self.spec.video.size, self.spec.render.device)
+        r = self.spec.render
+        extra = {"scenes": scenes, "settings": r} if scenes != 1 else {}
+        ref = actor.load.remote(self.spec.models, self.spec.video.size, r.device, **extra)
         self.workers.append(Worker(actor, node_id, ref))
         self.emit("worker", state="starting", node=node_id, host=self.hosts.get(node_id), workers=len(self.ready))
 
@@ -298,7 +336,10 @@ class WorkerPool:
         self.last_balance = 0.0
 
     def lost(self, worker: Worker, reason: str) -> None:
-        """A worker died under us: dropped, and a strike against its node if the node lives on."""
+        """A worker died under us: dropped, and a strike against its node if the node lives on.
+        Once per worker: the other jobs it held find it gone too."""
+        if worker.state == "gone" and worker not in self.workers:
+            return
         self.drop(worker, reason)
         self.losses += 1
         if self.losses > MAX_WORKER_REPLACEMENTS:
