@@ -52,3 +52,30 @@ def test_deterministic_mode_repeats_bit_for_bit(cuda_models, resample):
             sleeper.step()
         runs.append(sleeper.z.detach().clone())
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_attention_agrees_with_the_explicit_product_on_cuda(dtype):
+    # On a GPU the generator's attention goes through SDPA (fused_attention_wins), at the full-size
+    # generator's widths: 64 channels for queries and keys, 256 for values, 64x64 pixels.
+    from farm.render.biggan import attend, fused_attention_wins
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    theta, phi = (torch.randn(2, 64, n, device="cuda", generator=gen) / 8 for n in (4096, 1024))
+    g = torch.randn(2, 256, 1024, device="cuda", generator=gen)
+    assert fused_attention_wins(theta, 256)
+    outs, grads = [], []
+    for fused in (False, True):
+        q = theta.to(dtype).requires_grad_()
+        out = attend(q, phi.to(dtype), g.to(dtype), fused)
+        out.float().square().mean().backward()
+        outs.append(out.float())
+        grads.append(q.grad.float())
+    tolerance = 1e-4 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(outs[1], outs[0], atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(grads[1], grads[0], atol=tolerance, rtol=tolerance)
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert not fused_attention_wins(theta, 256)  # deterministic mode keeps the explicit product
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.spectral_norm import SpectralNormLoadStateDictPreHook
 
@@ -186,14 +188,56 @@ def generate(biggan, z: torch.Tensor, classes: torch.Tensor, truncation: float,
     return (x + 1) / 2
 
 
-def self_attention(layer, x: torch.Tensor) -> torch.Tensor:
-    """The library's SelfAttn, x + gamma o_conv(g softmax(theta^T phi)^T), with the product taken as
-    (softmax(theta^T phi) g^T)^T: the same sums, but the (HW, HW/4) attention map is never
-    transposed, so its gradient needs no strided copy before the softmax's backward."""
+def self_attention(layer, x: torch.Tensor, fused: Optional[bool] = None) -> torch.Tensor:
+    """The library's SelfAttn, x + gamma o_conv(attend(theta, maxpool(phi), maxpool(g))): attention
+    of every pixel over the 2x2-pooled ones, unscaled (scale 1), with C/8 channels for queries and
+    keys and C/2 for values. ``fused``: through torch's scaled_dot_product_attention (the map is
+    never materialised) or as the explicit product and softmax; by default whichever
+    :func:`fused_attention_wins` says is faster here."""
     batch, channels, height, width = x.shape
     theta = layer.snconv1x1_theta(x).view(batch, channels // 8, height * width)
     phi = layer.maxpool(layer.snconv1x1_phi(x)).view(batch, channels // 8, height * width // 4)
-    attention = torch.softmax(torch.bmm(theta.transpose(1, 2), phi), dim=-1)  # (B, HW, HW/4)
     g = layer.maxpool(layer.snconv1x1_g(x)).view(batch, channels // 2, height * width // 4)
-    attended = torch.bmm(attention, g.transpose(1, 2)).transpose(1, 2).reshape(batch, channels // 2, height, width)
+    if fused is None:
+        fused = fused_attention_wins(x, channels // 2)
+    attended = attend(theta, phi, g, fused).reshape(batch, channels // 2, height, width)
     return x + layer.gamma * layer.snconv1x1_o_conv(attended)
+
+
+def attend(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor, fused: bool) -> torch.Tensor:
+    """queries theta (B, Dk, N), keys phi (B, Dk, M), values g (B, Dv, M) -> (B, Dv, N):
+    out[:, :, n] = sum_m softmax_m(theta[:, :, n] . phi[:, :, m]) g[:, :, m], no 1/sqrt(Dk) scale."""
+    if not fused:
+        # (softmax(theta^T phi) g^T)^T: the library's sums, but the (N, M) map is never transposed,
+        # so its gradient needs no strided copy before the softmax's backward.
+        attention = torch.softmax(torch.bmm(theta.transpose(1, 2), phi), dim=-1)  # (B, N, M)
+        return torch.bmm(attention, g.transpose(1, 2)).transpose(1, 2)
+    # (B, N|M, D), channels last in memory, as the fused kernels want them.
+    query, key, value = (t.transpose(1, 2).contiguous() for t in (theta, phi, g))
+    if query.device.type == "cpu":
+        # torch's CPU flash kernel wants one width for queries, keys and values: zero channels
+        # added to queries and keys leave every dot product as it was.
+        extra = value.shape[-1] - query.shape[-1]
+        query, key = F.pad(query, (0, extra)), F.pad(key, (0, extra))
+    out = F.scaled_dot_product_attention(query[:, None], key[:, None], value[:, None], scale=1.0)  # (B, 1, N, Dv)
+    return out[:, 0].transpose(1, 2)
+
+
+# Measured (docs/BENCHMARKS.md, scripts/bench_attention.py): on a CPU the fused kernel, with queries
+# and keys padded to the values' width, takes half the explicit product's time at 64x64 pixels and
+# values of up to 64 channels (the tiny preset's generator); it is slower for wider values (the
+# padding quadruples the query-key product) and no faster at 32x32 (the toy generator's), where the
+# map is small.
+CPU_FUSED_MAX_VALUE_CHANNELS = 64
+CPU_FUSED_MIN_PIXELS = 64 * 64
+
+
+def fused_attention_wins(x: torch.Tensor, value_channels: int) -> bool:
+    """Whether SDPA beats the explicit product for the attention over ``x`` (B, C, H, W): on a GPU
+    (flash or memory-efficient kernels) except in deterministic mode, where the explicit product
+    keeps every step repeatable; on a CPU for large maps of narrow values only."""
+    if x.device.type == "cuda":
+        return not torch.are_deterministic_algorithms_enabled()
+    pixels = x.shape[-2] * x.shape[-1]
+    return (x.device.type == "cpu" and value_channels <= CPU_FUSED_MAX_VALUE_CHANNELS
+            and pixels >= CPU_FUSED_MIN_PIXELS)
