@@ -11,6 +11,15 @@ Runs alternate (reference, farm, reference, farm, ...) so drift on a shared mach
     python scripts/bench_renderer.py --cutouts 8 32
     # a GPU: full-size BigGAN-deep-512 and ViT-B/32 architectures, random weights
     python scripts/bench_renderer.py --device cuda --full --cutouts 128 --configs fp32 tf32 bf16 bf16+cl
+    # several scenes in one batch (render.scenes_per_worker): aggregate scene-steps/s for N = 1, 2, 4, 8
+    python scripts/bench_renderer.py --batch 1 2 4 8 --cutouts 32
+
+With ``--batch``, each round times the plain loop and then N scenes (other prompts, other
+seeds) stepped together for every N, all on the same device: aggregate scene-steps per second
+(N / seconds per batched step), per scene-step against N = 1 and against the plain loop, the
+achieved TFLOP/s (FLOPs of one step counted by torch's FlopCounterMode: matrix products and
+convolutions, forward and backward) and the memory: on a GPU torch's peak, everywhere the
+tensors one step keeps for its backward pass (what grows with N; the weights do not).
 """
 
 from __future__ import annotations
@@ -32,12 +41,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from farm.render.biggan import build_biggan, build_tiny_biggan, fold_spectral_norm  # noqa: E402
-from farm.render.bigsleep import BigSleep  # noqa: E402
+from farm.render.bigsleep import BigSleep, step_together  # noqa: E402
 from farm.render.generator import synthesize  # noqa: E402
 from farm.render.models import Models, load_models  # noqa: E402
 from farm.spec import spec_from_dict  # noqa: E402
 
 PROMPT = "a furry white yeti tardigrade on a glacier"
+PROMPTS = [PROMPT, "a frozen valley at night", "a ball of white fur sleeping", "a moss leaf on a glacier",
+           "snow falling like stars", "a lantern in a blue cave", "an owl made of ice", "a red tent in a storm"]
 
 
 # --- the reference loop ------------------------------------------------------------------------
@@ -159,6 +170,84 @@ class Ours:
         self.sleeper.frame_image()
 
 
+class Batched:
+    """N scenes, each its own prompt and seed, stepped together (render.scenes_per_worker: N)."""
+
+    def __init__(self, models, settings, n, seed):
+        self.sleepers = [BigSleep(models, settings, PROMPTS[i % len(PROMPTS)], seed + i) for i in range(n)]
+
+    def step_once(self):
+        step_together(self.sleepers)
+
+    def frame(self):
+        for sleeper in self.sleepers:
+            sleeper.frame_image()
+
+
+def step_flops(runner) -> int:
+    """FLOPs of one step (forward and backward), as torch's FlopCounterMode counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        runner.step_once()
+    return counter.get_total_flops()
+
+
+def saved_mib(runner) -> float:
+    """MiB of the tensors one step keeps for its backward pass (each storage once): on a CPU, where
+    torch keeps no peak, the memory that grows with the batch (the models' weights do not)."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        runner.step_once()
+    return sum(storages.values()) / 2 ** 20
+
+
+def bench_batches(args, models, ref_models, device, results) -> None:
+    """The plain loop and N scenes together for each N, alternating in every round."""
+    for cutouts in args.cutouts:
+        settings = settings_for(args.configs[0], cutouts, args.steps_per_frame)
+        names = ["reference", *[f"N={n}" for n in args.batch]]
+        makers = {"reference": lambda: Theirs(ref_models, cutouts, 1, args.steps_per_frame)}
+        for n in args.batch:
+            makers[f"N={n}"] = lambda n=n: Batched(models, settings, n, 1)
+        rows: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+        memory: dict[str, float] = {}
+        for _ in range(args.rounds):
+            for name in names:
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                rows[name].append(time_steps(makers[name], device, args.frames, args.steps_per_frame))
+                if device.type == "cuda":
+                    memory[name] = max(memory.get(name, 0), torch.cuda.max_memory_allocated() / 2 ** 20)
+        flops = {name: step_flops(makers[name]()) for name in names}
+        saved = {name: saved_mib(makers[name]()) for name in names}
+        ref_step = statistics.median(r[0] for r in rows["reference"])
+        one_step = statistics.median(r[0] for r in rows[f"N={args.batch[0]}"]) / args.batch[0]
+        for name in names:
+            n = 1 if name == "reference" else int(name[2:])
+            step = statistics.median(r[0] for r in rows[name])
+            per_scene = step / n
+            entry = {"cutouts": cutouts, "config": args.configs[0], "run": name, "scenes": n,
+                     "batch_step_s": step, "scene_steps_per_s": n / step,
+                     "per_scene_step_vs_first_n": per_scene / one_step,
+                     "aggregate_vs_plain_loop": ref_step / per_scene,
+                     "frame_s_per_scene": statistics.median(r[1] for r in rows[name]) / n,
+                     "gflop_per_step": flops[name] / 1e9, "tflop_s": flops[name] / step / 1e12,
+                     "peak_mib": memory.get(name), "saved_for_backward_mib": saved[name],
+                     "spread": [r[0] / n for r in rows[name]]}
+            if args.peak_tflops:
+                entry["share_of_peak"] = entry["tflop_s"] / args.peak_tflops
+            results["runs"].append(entry)
+            print(json.dumps(entry), flush=True)
+
+
 class Theirs:
     """The reference loop, its per-frame save included in frame()."""
 
@@ -235,6 +324,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU times assume 1)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--batch", type=int, nargs="+",
+                        help="scenes per batch to time against the plain loop (e.g. 1 2 4 8), first config only")
+    parser.add_argument("--peak-tflops", type=float,
+                        help="the device's peak TFLOP/s at the precision timed (e.g. an H200's dense bf16: 989), "
+                             "to report the share of it achieved")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -245,6 +339,11 @@ def main() -> None:
                "date": time.strftime("%Y-%m-%d"), "runs": []}
     if device.type == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
+    if args.batch:
+        bench_batches(args, models, ref_models, device, results)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+        return
     for cutouts in args.cutouts:
         rows: dict[str, list[tuple[float, float]]] = {"reference": []}
         memory: dict[str, int] = {}
