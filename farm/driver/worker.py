@@ -59,6 +59,7 @@ class BatchLoop:
         run = start_scene(self.models, job)
         events: queue.Queue = queue.Queue()
         with self.changed:
+            self.forget_leaving()  # a failed scene's place may not have been given back yet
             key = next(self.keys)
             self.queues[key] = events
             self.batch.add(key, run)
@@ -76,12 +77,15 @@ class BatchLoop:
         with self.changed:
             self.changed.notify()
 
-    def ready(self) -> list[int]:
-        """Scenes whose stream has taken everything they sent: the ones to advance now."""
+    def forget_leaving(self) -> None:
         for key in self.leaving & set(self.queues):
             self.batch.remove(key)
             self.queues.pop(key)
         self.leaving.clear()
+
+    def ready(self) -> list[int]:
+        """Scenes whose stream has taken everything they sent: the ones to advance now."""
+        self.forget_leaving()
         return [key for key in self.batch.runs if self.queues[key].empty()]
 
     def loop(self) -> None:
