@@ -100,13 +100,15 @@ class FilmResult:
 def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] = None,
                 progress: Optional[Callable[[str], None]] = None, *, resume: bool = False,
                 rerender_changed: bool = False,
-                events: Optional[Callable[[dict[str, Any]], None]] = None) -> FilmResult:
+                events: Optional[Callable[[dict[str, Any]], None]] = None,
+                worker_class: Optional[type] = None) -> FilmResult:
     """Render ``spec`` into ``out/<film>/``: frames, segments, film.mp4 and film.srt.
 
     ``address``: the Ray cluster to join (default: the one this process joined, or a local one).
     ``progress`` gets one-line messages for a person; ``events`` gets dicts (farm.driver.progress).
     ``resume`` insists on a film already in the folder and says what it found;
     ``rerender_changed`` lets a changed spec in, rendering again the scenes the change touches.
+    ``worker_class``: the render actor (a benchmark may give its own; see render_frames).
     """
     started = time.perf_counter()
     report = Reporter(progress, events)
@@ -143,7 +145,8 @@ def render_film(spec: FilmSpec, out: str | Path = "out", address: Optional[str] 
         try:
             try:
                 rendered = render_frames(spec, store, address, report, on_scene=cutter.scene_ready,
-                                         on_bridge=cutter.bridge_ready, bridge_frames=cut.bridge_frames)
+                                         on_bridge=cutter.bridge_ready, bridge_frames=cut.bridge_frames,
+                                         worker_class=worker_class)
             except BaseException:
                 cutter.close()
                 raise
