@@ -272,3 +272,49 @@ def test_a_worker_that_hangs_mid_scene_is_killed_and_its_scene_continues_on_anot
     assert record.ranges[0].node == hung and record.ranges[1].node not in (hung, None)
     assert Path(f"{marker}.frames").read_text().split() == ["0", "1", "2", "3"]
     assert set(dispatcher.pool.bad) == {hung}
+
+
+def within_levels(got: dict[str, bytes], want: dict[str, bytes], levels: int) -> bool:
+    """The same frames, each pixel within ``levels`` of 255 of the other's."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def pixels(png: bytes):
+        return np.asarray(Image.open(io.BytesIO(png)), dtype=np.int16)
+
+    return got.keys() == want.keys() and all(
+        np.abs(pixels(got[k]) - pixels(want[k])).max() <= levels for k in want)
+
+
+def test_a_batched_worker_renders_two_scenes_at_once_and_a_node_lost_resumes_both(cluster, reference, tmp_path):
+    """render.scenes_per_worker 2 and one worker: scenes 1 and 2 start on it together (scene 3
+    joins when a place comes free); the node is lost mid-film and every scene it held continues
+    from its last state on another node, spending no retry, every frame once, each scene's frames
+    those of the bare renderer within tests/test_batch.py's tolerance."""
+    from test_batch import FRAME_LEVELS
+
+    data = film("Batched Lost", scenes=3, frames=6)
+    data["render"].update(workers=1, retries=0, scenes_per_worker=2)
+    lost, events = [], []
+
+    def on_event(event):
+        events.append(event)
+        if event["event"] == "frames" and event["frames_done"] >= 4 and not lost:
+            started = [e["node"] for e in events if e["event"] == "scene" and e["state"] == "started"]
+            node = next(n for n in cluster.worker_nodes if n.node_id == started[0])
+            lost.append(node.node_id)
+            cluster.remove_node(node, allow_graceful=False)
+
+    result = render_film(spec_from_dict(data), out=tmp_path, events=on_event)
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    states = [(e["state"], e["scene"]) for e in events if e["event"] == "scene"]
+    assert states[:2] == [("started", 0), ("started", 1)]  # two at once on the one worker
+    assert {w["node"] for w in result.workers} >= {lost[0]} and len(result.workers) >= 2
+    resumed = [e for e in events if e["event"] == "scene" and e["state"] == "resumed"]
+    assert resumed and all(e["node"] != lost[0] for e in resumed)
+    assert covered_once(manifest)
+    assert all(s["attempts"] == 1 and not s["failures"] and s["state"] == "done" for s in manifest["scenes"])
+    assert within_levels(frames_of(result.path), reference(data), FRAME_LEVELS)
+    cluster.add_node(**GPU_NODE)  # the next test has three nodes again
