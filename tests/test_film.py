@@ -286,3 +286,27 @@ def test_film_whose_plan_fails_keeps_the_stories_and_writes_no_spec(tmp_path, ca
     folder = tmp_path / "out" / PHRASE
     assert [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*"))] == [
         "candidates", "candidates/candidate_1.yaml"]
+
+
+def test_a_keyframe_film_on_one_worker_of_three_places_is_the_film_within_the_batch_tolerance(keyframe_film,
+                                                                                               tmp_path):
+    """render.scenes_per_worker 3, one worker: the anchors and the first scene share its batch, the
+    later scenes join as the anchors leave; every frame is there, and each is the one-scene-per-worker
+    film's within tests/test_batch.py's tolerance (the anchors' latents drift a little too)."""
+    from test_batch import FRAME_LEVELS
+
+    spec, out, first, _ = keyframe_film
+    data = tiny_film("Keyframe Film", scenes=3, duration=1.0, fps=4)
+    data["scenes"][1]["duration"] = 1.5
+    data["render"]["scenes_per_worker"] = 3
+    events = []
+    result = render_film(spec_from_dict(data), out=tmp_path, events=events.append)
+    assert len(result.workers) == 1
+    frames = [e for e in events if e["event"] == "frames"]
+    assert max(e["scenes_running"] for e in frames) >= 2  # scenes side by side on the one worker
+    for scene in range(3):
+        mine, theirs = scene_frames(result.path, scene), scene_frames(first.path, scene)
+        assert [p.name for p in mine] == [p.name for p in theirs] and mine
+        for a, b in zip(mine, theirs):
+            levels = np.abs(np.asarray(Image.open(a), dtype=int) - np.asarray(Image.open(b), dtype=int)).max()
+            assert levels <= FRAME_LEVELS, (a, levels)
