@@ -253,18 +253,32 @@ def cmd_film(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from farm.driver.cluster import start_in_background
     from farm.driver.progress import reporter
     from farm.film import render_film
+    from farm.folder.layout import SPEC_NAME
     from farm.spec import load_spec
 
     spec = load_spec(args.spec, preset=args.preset, overrides=args.overrides)
+    # Ray's cluster starts while the film is planned, its cut made and its store opened; not for a
+    # film already in its local folder, which may need no render at all.
+    on_disk = "://" not in args.out and (Path(args.out).expanduser() / spec.slug / SPEC_NAME).is_file()
+    cluster = None if on_disk else start_in_background(args.address)
     report = reporter(args.progress, quiet=args.quiet)
     try:
         result = render_film(spec, out=args.out, address=args.address,
                              progress=report.message if report else None,
                              events=report.event if report else None,
                              resume=args.resume, rerender_changed=args.rerender_changed)
+    except BaseException:
+        if cluster is not None:
+            cluster.abandon()  # the error is told now, not after Ray's start
+        raise
     finally:
+        if cluster is not None:
+            cluster.close()  # a start the render never took (nothing left to render) is stopped
         if report:
             report.close()
     video = f"{result.location}/film.mp4" if "://" in result.location else str(result.video)

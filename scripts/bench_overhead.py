@@ -11,13 +11,20 @@ Two pairings, each run in alternation (REPEATS times) so both sides see the same
 Start-up (Ray, actors, model loading) is reported apart: the ratio "without start-up" compares
 time from the moment the models are loaded.
 
+With --first-scene, only the start is timed: the command (README's toy film by default) from its
+launch to its first scene started, stopped there, with the split its events carry (planned, Ray up
+and the actors asked, each worker's torch import, model-library imports and model build), beside a
+plain process that imports the same libraries and builds the same models (alternating).
+
 Usage: scripts/bench_overhead.py [FILM.yaml] [--preset tiny] [--repeats 2] [--markdown]
+       scripts/bench_overhead.py --first-scene [examples/toy_world.yaml --preset toy] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -93,13 +100,97 @@ def farm_render(spec_path: str, preset: str, out: Path, overrides: list[str]) ->
     return {"total": end - start, "startup": (ready_at or start) - start}
 
 
+def first_scene(spec_path: str, preset: str, out: Path) -> dict[str, float]:
+    """`farm render --progress json` from its launch to its first scene started (then stopped): seconds
+    to the film planned, to the actors asked for (Ray up), to the first worker ready, to the first
+    scene, and that worker's own split (torch, model libraries, build)."""
+    import signal
+
+    farm = Path(sys.executable).with_name("farm")
+    args = [str(farm), "render", spec_path, "--preset", preset, "--out", str(out), "--progress", "json"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    marks: dict[str, float] = {}
+    for line in proc.stdout:
+        if not line.startswith("{"):
+            continue
+        event = json.loads(line)
+        at = time.perf_counter() - start
+        kind, state = event["event"], event.get("state")
+        if kind == "film":
+            marks.setdefault("planned", at)
+        elif kind == "worker" and state == "starting":
+            marks.setdefault("actors_asked", at)
+        elif kind == "worker" and state == "ready" and "ready" not in marks:
+            marks["ready"] = at
+            marks.update({f"worker_{k}": v for k, v in event.get("timings", {}).items()})
+        elif kind == "scene" and state == "started":
+            marks["first_scene"] = at
+            proc.send_signal(signal.SIGTERM)  # the start is what is measured
+            break
+    proc.stdout.close()
+    proc.wait()
+    if "first_scene" not in marks:
+        raise SystemExit(f"farm render ended (exit {proc.returncode}) before a scene started")
+    return marks
+
+
+def plain_start(preset: str) -> dict[str, float]:
+    """A fresh process that imports what a plain loop needs and builds the same models (the whole
+    process timed from outside; its own split from inside)."""
+    code = (
+        "import time, json; t0 = time.perf_counter(); import torch; t1 = time.perf_counter()\n"
+        "import open_clip, pytorch_pretrained_biggan; from farm.render.models import load_models\n"
+        "from farm.spec import spec_from_dict; t2 = time.perf_counter()\n"
+        f"spec = spec_from_dict({{'title': 'b', 'scenes': [{{'narration': 'x'}}]}}, preset={preset!r})\n"
+        "load_models(spec.models, spec.video.size, torch.device('cpu')); t3 = time.perf_counter()\n"
+        "print(json.dumps({'torch_s': t1 - t0, 'imports_s': t2 - t1, 'build_s': t3 - t2}))")
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return {"total": time.perf_counter() - start, **json.loads(out.strip().splitlines()[-1])}
+
+
+def main_first_scene(args) -> int:
+    scratch = Path(tempfile.mkdtemp(prefix="farm-bench-"))
+    farm_runs, plain_runs = [], []
+    try:
+        for repeat in range(args.repeats):
+            farm_runs.append(first_scene(args.spec, args.preset, scratch / f"farm-{repeat}"))
+            plain_runs.append(plain_start(args.preset))
+            print(f"#{repeat + 1}: farm first scene {farm_runs[-1]['first_scene']:.1f}s, "
+                  f"plain models loaded {plain_runs[-1]['total']:.1f}s", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    load = os.getloadavg()
+    print(f"film: {args.spec} preset {args.preset}; machine: {platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, {datetime.date.today().isoformat()}, "
+          f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    keys = ["planned", "actors_asked", "worker_torch_s", "worker_imports_s", "worker_build_s", "ready", "first_scene"]
+    med = {k: statistics.median(r.get(k, float("nan")) for r in farm_runs) for k in keys}
+    plain = {k: statistics.median(r[k] for r in plain_runs) for k in ("total", "torch_s", "imports_s", "build_s")}
+    print("\n| run | film planned | Ray up, actors asked | worker: torch | worker: model libraries | "
+          "worker: models built | first worker ready | first scene started |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("| farm render (median of %d) | %s |" % (len(farm_runs), " | ".join(f"{med[k]:.1f} s" for k in keys)))
+    print(f"| plain process (median of {len(plain_runs)}) | | | {plain['torch_s']:.1f} s | {plain['imports_s']:.1f} s "
+          f"| {plain['build_s']:.1f} s | {plain['total']:.1f} s | |")
+    print("\nevery run:", json.dumps({"farm": farm_runs, "plain": plain_runs}))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", nargs="?", default=str(ROOT / "examples" / "yeti_tardigrade.yaml"))
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--markdown", action="store_true", help="print a table for docs/BENCHMARKS.md")
+    parser.add_argument("--first-scene", action="store_true",
+                        help="time only the start: the command to its first scene (the toy film by default)")
     args = parser.parse_args()
+    if args.first_scene:
+        if args.spec == str(ROOT / "examples" / "yeti_tardigrade.yaml") and args.preset == "tiny":
+            args.spec, args.preset = str(ROOT / "examples" / "toy_world.yaml"), "toy"
+        return main_first_scene(args)
 
     from farm.spec import load_spec
 

@@ -82,6 +82,40 @@ def test_the_cli_and_the_driver_load_without_torch():
     assert out.strip() == "[]"
 
 
+DRIVER_UP_TO_THE_ACTORS = """
+import sys
+import farm.driver.cluster as cluster
+import farm.driver.render as render
+
+def actors_next(address):
+    # farm render has planned the film, its cut and its jobs and opened the store: Ray and the
+    # actors come next. Everything the driver imports to run them, then what it holds.
+    import ray, farm.driver.dispatch, farm.driver.pool, farm.driver.worker  # noqa: F401
+    print(sorted({"torch", "open_clip", "torchvision"} & set(sys.modules)), flush=True)
+    raise SystemExit(0)
+
+cluster._connect = lambda address: False  # no cluster started in the background either
+render.connect = actors_next
+from farm.cli import main
+main(["render", sys.argv[1], "--preset", "toy", "--out", sys.argv[2], "--progress", "plain"])
+"""
+
+
+def test_farm_render_plans_a_film_without_importing_torch(tmp_path):
+    """The driver of `farm render` (the README's toy film: prompts counted, the cut planned, the store
+    opened, the jobs made) never imports torch or open_clip: the workers do."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run([sys.executable, "-c", DRIVER_UP_TO_THE_ACTORS, str(ROOT / "examples" / "toy_world.yaml"),
+                             str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "5 scenes, 90 frames" in result.stderr  # it did plan the film
+    assert result.stdout.strip() == "[]"
+
+
 def test_check_prints_the_resolved_spec(tmp_path):
     spec = write_spec(tmp_path / "film.yaml", tiny_film())
     result = run_farm("check", str(spec), "--set", "render.cutouts=9")

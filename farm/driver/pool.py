@@ -314,7 +314,8 @@ class WorkerPool:
         self.say(f"worker ready on {worker.label} ({info['device']}){', kept from the last film' if kept else ''}; "
                  f"{len(self.ready)} in the pool")
         self.emit("worker", state="ready", node=info["node"], host=info["host"], pid=info["pid"],
-                  workers=len(self.ready), **({"kept": True} if kept else {}))
+                  workers=len(self.ready), **({"kept": True} if kept else {}),
+                  **({"timings": info["timings"]} if "timings" in info else {}))
 
     # --- losing workers -----------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ The film run emits events (dicts with an ``event`` key):
     frames      one per batch of frames written: scene, first, last, count, frames_done,
                 frames_total, scenes_done, scenes_running, workers, fps, eta_s
     scene       started | resumed | done | lost | failed, with scene (from 0) and details
-    worker      ready | dropped, with node, host and the pool's size
+    worker      ready | dropped, with node, host and the pool's size; ready with timings (seconds
+                of the worker's start: torch_s, imports_s of the model libraries, build_s)
     node        avoided, with node, host and reason
     autoscaler  bundles asked of the autoscaler (0: request withdrawn)
 

@@ -18,6 +18,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from typing import Any, Iterator, Optional
 
 import ray
@@ -119,9 +120,13 @@ class SceneWorker:
     """Ray actor, one per GPU (or per ``cpus_per_worker`` CPUs when the cluster has none)."""
 
     def __init__(self, threads: int) -> None:
+        started = time.perf_counter()
         import torch
 
         torch.set_num_threads(max(1, threads))
+        # Where a worker's start goes (the driver reports it; docs/BENCHMARKS.md): torch's import here,
+        # then load()'s imports of the model libraries and the models' build.
+        self.timings = {"torch_s": round(time.perf_counter() - started, 3)}
         self.threads = threads
         self.models = None
         self.loop: Optional[BatchLoop] = None
@@ -131,9 +136,15 @@ class SceneWorker:
 
         ``scenes``: scenes rendered together (``render.scenes_per_worker``; 0: chosen here from the
         device's memory and one step of a scene at ``settings``). The answer says how many."""
+        started = time.perf_counter()
+        import open_clip  # noqa: F401  every preset's CLIP and BigGAN classes: imported apart, to be timed
+        import pytorch_pretrained_biggan  # noqa: F401
+
         from farm.render.models import load_models, resolve_device
 
+        imported = time.perf_counter()
         self.models = load_models(models_spec, size, resolve_device(device))
+        self.timings.update(imports_s=round(imported - started, 3), build_s=round(time.perf_counter() - imported, 3))
         if scenes == 0:
             scenes = self.choose_scenes(settings)
         if scenes > 1:
@@ -144,6 +155,7 @@ class SceneWorker:
             "pid": os.getpid(),
             "device": str(self.models.device),
             "resources": ray.get_runtime_context().get_assigned_resources(),
+            "timings": self.timings,
         }
 
     def render(self, settings, prompt, seed: int, frames: int, init=None, resume=None,
