@@ -5,7 +5,8 @@ The reference loop is written here from the published algorithm (lucidrains/big-
 spelled out row by row, Adam, a deep-copied EMA of the latents, and at every saved image
 the reference's extra evaluation pass (BigGAN + cutouts + CLIP on the EMA latents, then
 BigGAN again for the picture). Both use the same CLIP and BigGAN modules and cutout count.
-Runs alternate (reference, farm, reference, farm, ...) so drift on a shared machine hits both.
+Runs alternate (reference, farm, reference, farm, ...) so drift on a shared machine hits both; on a
+CPU, within each round, frame by frame (the reference's frame, farm's, the reference's, ...).
 
     # this CPU: tiny widths, one thread
     python scripts/bench_renderer.py --cutouts 8 32
@@ -42,7 +43,6 @@ sys.path.insert(0, str(ROOT))
 
 from farm.render.biggan import build_biggan, build_tiny_biggan, fold_spectral_norm  # noqa: E402
 from farm.render.bigsleep import BigSleep, step_together  # noqa: E402
-from farm.render.generator import synthesize  # noqa: E402
 from farm.render.models import Models, load_models  # noqa: E402
 from farm.spec import spec_from_dict  # noqa: E402
 
@@ -89,7 +89,7 @@ class ReferenceLoop:
     def forward(self, latents) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.m
         z, classes = latents["normu"], torch.sigmoid(latents["cls"])
-        out = synthesize(m, z[None], classes[None], 1.0)
+        out = library_image(m.biggan, z, classes)
         width = out.shape[-1]
         pieces = []
         for _ in range(self.cutouts):
@@ -124,8 +124,26 @@ class ReferenceLoop:
     def save_image(self) -> None:
         self.forward(self.average)  # the reference scores the EMA image with CLIP at every save
         z, classes = self.average["normu"], torch.sigmoid(self.average["cls"])
-        image = synthesize(self.m, z[None], classes[None], 1.0)
+        image = library_image(self.m.biggan, z, classes)
         image.cpu()
+
+
+def library_image(biggan, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """z (L, Z), class weights (L, C) -> (1, 3, H, W) in [0, 1], as big-sleep runs BigGAN: one latent
+    row per block through the library's modules as they are, its SelfAttn included (farm's
+    generate computes the attention its own way: farm.render.biggan.self_attention)."""
+    gen = biggan.generator
+    cond = torch.cat([z, biggan.embeddings(classes)], dim=1)  # (L, Z + E)
+    x = gen.gen_z(cond[:1]).view(-1, 4, 4, 16 * gen.config.channel_width).permute(0, 3, 1, 2).contiguous()
+    row = 1
+    for layer in gen.layers:
+        if layer.__class__.__name__ == "GenBlock":
+            x = layer(x, cond[row:row + 1], 1.0)
+            row += 1
+        else:
+            x = layer(x)
+    x = torch.tanh(gen.conv_to_rgb(gen.relu(gen.bn(x, 1.0)))[:, :3])
+    return (x + 1) / 2
 
 
 # --- timing --------------------------------------------------------------------------------------
@@ -138,6 +156,32 @@ def clock(device: torch.device) -> float:
         torch.cuda.synchronize()
         return time.perf_counter()
     return time.thread_time()
+
+
+def time_interleaved(makers: dict, device: torch.device, frames: int,
+                     steps_per_frame: int) -> dict[str, tuple[float, float]]:
+    """time_steps for several runs at once, their frames taken in turn (one of each, then the next):
+    each run meets the same moments of a shared machine's load. ``makers``: name -> a function that
+    applies the run's settings and returns its runner's maker."""
+    runners = {}
+    for name, setup in makers.items():
+        runners[name] = setup()()
+        for _ in range(steps_per_frame):  # warm-up
+            runners[name].step_once()
+        runners[name].frame()
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in runners}
+    for _ in range(frames):
+        for name, runner in runners.items():
+            makers[name]()  # its settings again (memory format, TF32) before its frame
+            start = clock(device)
+            for _ in range(steps_per_frame):
+                runner.step_once()
+            stepped = clock(device)
+            runner.frame()
+            end = clock(device)
+            times[name][0].append((stepped - start) / steps_per_frame)
+            times[name][1].append(end - start)
+    return {name: (statistics.median(steps), statistics.median(frame)) for name, (steps, frame) in times.items()}
 
 
 def time_steps(make, device: torch.device, frames: int, steps_per_frame: int) -> tuple[float, float]:
@@ -347,19 +391,32 @@ def main() -> None:
     for cutouts in args.cutouts:
         rows: dict[str, list[tuple[float, float]]] = {"reference": []}
         memory: dict[str, int] = {}
+
+        def setup(name, cutouts=cutouts):
+            """A run's global settings applied; its runner's maker returned."""
+            if name == "reference":
+                # The reference runs with torch's defaults (cuDNN may use TF32, matmuls do not).
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+                models.clip.to(memory_format=torch.contiguous_format)
+                models.memory_format = torch.contiguous_format
+                return lambda: Theirs(ref_models, cutouts, 1, args.steps_per_frame)
+            settings = settings_for(name, cutouts, args.steps_per_frame)
+            return lambda: Ours(models, settings, 1)
+
         for _ in range(args.rounds):
+            if device.type == "cpu":
+                # Frames in turn: runs of seconds one after the other met different loads on this
+                # shared machine (docs/BENCHMARKS.md); a GPU's own peak memory needs a run alone.
+                names = ["reference", *args.configs]
+                timed = time_interleaved({name: lambda name=name: setup(name) for name in names}, device,
+                                         args.frames, args.steps_per_frame)
+                for name in names:
+                    rows.setdefault(name, []).append(timed[name])
+                continue
             for name in ["reference", *args.configs]:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
-                if name == "reference":
-                    # The reference runs with torch's defaults (cuDNN may use TF32, matmuls do not).
-                    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
-                    models.clip.to(memory_format=torch.contiguous_format)
-                    models.memory_format = torch.contiguous_format
-                    make = lambda: Theirs(ref_models, cutouts, 1, args.steps_per_frame)  # noqa: E731
-                else:
-                    settings = settings_for(name, cutouts, args.steps_per_frame)
-                    make = lambda settings=settings: Ours(models, settings, 1)  # noqa: E731
+                make = setup(name)
                 rows.setdefault(name, []).append(time_steps(make, device, args.frames, args.steps_per_frame))
                 if device.type == "cuda":
                     memory[name] = max(memory.get(name, 0), torch.cuda.max_memory_allocated())
