@@ -30,7 +30,7 @@ AUTO_MEMORY_SHARE = 0.8
 
 
 def auto_scenes(device_type: str, free_bytes: int, scene_bytes: int, most: int = AUTO_SCENES_MAX) -> int:
-    """Scenes per worker chosen from the device: 1 on a CPU (batching is faster there by a fifth
+    """Scenes per worker chosen from the device: 1 on a CPU (batching is faster there by a third
     at most, see docs/BENCHMARKS.md, and a scene alone renders bit for bit); on a GPU as many as
     fill ``AUTO_MEMORY_SHARE`` of its free memory at ``scene_bytes`` each (one scene's measured
     step), at least 1 and at most ``most``."""
