@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -100,16 +101,19 @@ def farm_render(spec_path: str, preset: str, out: Path, overrides: list[str]) ->
     return {"total": end - start, "startup": (ready_at or start) - start}
 
 
-def first_scene(spec_path: str, preset: str, out: Path) -> dict[str, float]:
+def first_scene(spec_path: str, preset: str, out: Path, tree: Optional[str] = None) -> dict[str, float]:
     """`farm render --progress json` from its launch to its first scene started (then stopped): seconds
     to the film planned, to the actors asked for (Ray up), to the first worker ready, to the first
-    scene, and that worker's own split (torch, model libraries, build)."""
+    scene, and that worker's own split (torch, model libraries, build). ``tree``: run the farm of
+    another checkout (PYTHONPATH, workers included), e.g. an earlier commit's worktree."""
     import signal
 
-    farm = Path(sys.executable).with_name("farm")
-    args = [str(farm), "render", spec_path, "--preset", preset, "--out", str(out), "--progress", "json"]
+    # The console script's own two lines (a set-up run elsewhere may be rewriting .venv/bin/farm).
+    farm = [sys.executable, "-c", "import sys; from farm.cli import main; sys.exit(main())"]
+    args = [*farm, "render", spec_path, "--preset", preset, "--out", str(out), "--progress", "json"]
     start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(os.environ, PYTHONPATH=tree) if tree else None
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     marks: dict[str, float] = {}
     for line in proc.stdout:
         if not line.startswith("{"):
@@ -152,9 +156,11 @@ def plain_start(preset: str) -> dict[str, float]:
 
 def main_first_scene(args) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="farm-bench-"))
-    farm_runs, plain_runs = [], []
+    farm_runs, plain_runs, other_runs = [], [], []
     try:
         for repeat in range(args.repeats):
+            if args.compare_tree:
+                other_runs.append(first_scene(args.spec, args.preset, scratch / f"other-{repeat}", args.compare_tree))
             farm_runs.append(first_scene(args.spec, args.preset, scratch / f"farm-{repeat}"))
             plain_runs.append(plain_start(args.preset))
             print(f"#{repeat + 1}: farm first scene {farm_runs[-1]['first_scene']:.1f}s, "
@@ -172,9 +178,13 @@ def main_first_scene(args) -> int:
           "worker: models built | first worker ready | first scene started |")
     print("|---|---|---|---|---|---|---|---|")
     print("| farm render (median of %d) | %s |" % (len(farm_runs), " | ".join(f"{med[k]:.1f} s" for k in keys)))
+    if other_runs:
+        other = {k: statistics.median(r.get(k, float("nan")) for r in other_runs) for k in keys}
+        print("| farm render of %s (median of %d) | %s |" % (args.compare_tree, len(other_runs),
+                                                           " | ".join(f"{other[k]:.1f} s" for k in keys)))
     print(f"| plain process (median of {len(plain_runs)}) | | | {plain['torch_s']:.1f} s | {plain['imports_s']:.1f} s "
           f"| {plain['build_s']:.1f} s | {plain['total']:.1f} s | |")
-    print("\nevery run:", json.dumps({"farm": farm_runs, "plain": plain_runs}))
+    print("\nevery run:", json.dumps({"farm": farm_runs, "plain": plain_runs, "other": other_runs}))
     return 0
 
 
@@ -186,6 +196,7 @@ def main() -> int:
     parser.add_argument("--markdown", action="store_true", help="print a table for docs/BENCHMARKS.md")
     parser.add_argument("--first-scene", action="store_true",
                         help="time only the start: the command to its first scene (the toy film by default)")
+    parser.add_argument("--compare-tree", help="with --first-scene: also the farm of this checkout, in turn")
     args = parser.parse_args()
     if args.first_scene:
         if args.spec == str(ROOT / "examples" / "yeti_tardigrade.yaml") and args.preset == "tiny":

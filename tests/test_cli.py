@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -197,6 +199,12 @@ def test_the_example_film_renders_as_the_readme_says_then_a_different_one_is_ref
     with av.open(str(film / "film.mp4")) as container:
         assert len(container.streams.audio) == 1 and len(container.streams.subtitles) == 1
         assert container.streams.video[0].base_rate == 3
+    # Its cluster, started in the background while the film was planned, is its own: no autoscaler
+    # asked (that is for a cluster it joined), and every worker said where its start went.
+    events = [json.loads(line) for line in (film / "events.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e["event"] == "autoscaler"]
+    ready = [e for e in events if e["event"] == "worker" and e["state"] == "ready"]
+    assert ready and all(set(e["timings"]) == {"torch_s", "imports_s", "build_s"} for e in ready)
     # The same folder asked for a different film: one line naming what differs, nothing touched.
     snapshot = {p: p.read_bytes() for p in film.rglob("*") if p.is_file()}
     changed = run_farm("render", str(EXAMPLE), "--preset", "tiny", "--out", str(tmp_path), "--set", "video.fps=4")

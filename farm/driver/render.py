@@ -67,8 +67,9 @@ def render_frames(spec: FilmSpec, store: FilmStore, address: Optional[str], repo
         return Rendered()
     import ray
 
-    joined = ray.is_initialized() or address is not None  # a cluster we did not start may grow
-    connected = connect(address)
+    connected = connect(address)  # or takes over the start farm render began in the background
+    # A cluster we did not start (joined at an address, or this process's already) may grow.
+    joined = address is not None or not connected
     try:
         pool = WorkerPool(spec, report.say, report.emit, joined)
         dispatcher = Dispatcher(spec, store, latents, bridges, pool, report, jobs, on_scene)
