@@ -65,18 +65,8 @@ class Plain:
             average.copy_(biased).div_(1 - self.accum)
 
     def image(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        gen = self.biggan.generator
-        cond = torch.cat([z, self.biggan.embeddings(classes)], dim=1)  # (L, Z + E)
-        x = gen.gen_z(cond[:1]).view(-1, 4, 4, 16 * gen.config.channel_width).permute(0, 3, 1, 2).contiguous()
-        row = 1
-        for layer in gen.layers:
-            if layer.__class__.__name__ == "GenBlock":
-                x = layer(x, cond[row:row + 1], 1.0)
-                row += 1
-            else:
-                x = layer(x) if self.library_attention else self_attention(layer, x)
-        x = torch.tanh(gen.conv_to_rgb(gen.relu(gen.bn(x, 1.0)))[:, :3])
-        return (x + 1) / 2
+        return bench_renderer.library_image(self.biggan, z, classes,
+                                            attention=None if self.library_attention else self_attention)
 
     def loss(self) -> torch.Tensor:
         m, z = self.m, self.z

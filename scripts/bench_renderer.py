@@ -128,10 +128,11 @@ class ReferenceLoop:
         image.cpu()
 
 
-def library_image(biggan, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+def library_image(biggan, z: torch.Tensor, classes: torch.Tensor, attention=None) -> torch.Tensor:
     """z (L, Z), class weights (L, C) -> (1, 3, H, W) in [0, 1], as big-sleep runs BigGAN: one latent
     row per block through the library's modules as they are, its SelfAttn included (farm's
-    generate computes the attention its own way: farm.render.biggan.self_attention)."""
+    generate computes the attention its own way: farm.render.biggan.self_attention).
+    ``attention(layer, x)``: another way to compute the SelfAttn layers (bench_plain_loops.py)."""
     gen = biggan.generator
     cond = torch.cat([z, biggan.embeddings(classes)], dim=1)  # (L, Z + E)
     x = gen.gen_z(cond[:1]).view(-1, 4, 4, 16 * gen.config.channel_width).permute(0, 3, 1, 2).contiguous()
@@ -141,7 +142,7 @@ def library_image(biggan, z: torch.Tensor, classes: torch.Tensor) -> torch.Tenso
             x = layer(x, cond[row:row + 1], 1.0)
             row += 1
         else:
-            x = layer(x)
+            x = layer(x) if attention is None else attention(layer, x)
     x = torch.tanh(gen.conv_to_rgb(gen.relu(gen.bn(x, 1.0)))[:, :3])
     return (x + 1) / 2
 
