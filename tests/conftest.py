@@ -145,3 +145,15 @@ def s3_store(s3_server, monkeypatch, request):
     fs, _ = pafs.FileSystem.from_uri(f"s3://{bucket}?{query}&allow_bucket_creation=true")
     fs.create_dir(bucket)
     return f"s3://{bucket}/films?{query}"
+
+
+# The longest modules first: `scripts/test` hands whole modules to two processes (--dist loadfile)
+# in collection order, and a long module collected last (test_toy.py, alphabetically) left one
+# process rendering alone at the end while the other had nothing to do.
+LONGEST_FIRST = ("test_cluster.py", "test_toy.py", "test_cli.py", "test_film.py", "test_serve.py", "test_store.py",
+                 "test_submit.py", "test_stitch.py", "test_llm.py", "test_dispatch.py", "test_batch.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
