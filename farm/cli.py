@@ -258,13 +258,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     from farm.driver.cluster import start_in_background
     from farm.driver.progress import reporter
     from farm.film import render_film
-    from farm.folder.layout import SPEC_NAME
+    from farm.folder.layout import SPEC_NAME, VIDEO_NAME
+    from farm.folder.remote import is_uri
     from farm.spec import load_spec
 
     spec = load_spec(args.spec, preset=args.preset, overrides=args.overrides)
     # Ray's cluster starts while the film is planned, its cut made and its store opened; not for a
     # film already in its local folder, which may need no render at all.
-    on_disk = "://" not in args.out and (Path(args.out).expanduser() / spec.slug / SPEC_NAME).is_file()
+    on_disk = not is_uri(args.out) and (Path(args.out).expanduser() / spec.slug / SPEC_NAME).is_file()
     cluster = None if on_disk else start_in_background(args.address)
     report = reporter(args.progress, quiet=args.quiet)
     try:
@@ -281,7 +282,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             cluster.close()  # a start the render never took (nothing left to render) is stopped
         if report:
             report.close()
-    video = f"{result.location}/film.mp4" if "://" in result.location else str(result.video)
+    video = f"{result.location}/{VIDEO_NAME}" if is_uri(result.location) else str(result.video)
     if report and args.progress == "json":
         report.event({"event": "done", "video": video, "frames": result.frames,
                       "scenes_rendered": result.scenes_rendered, "seconds": round(result.seconds, 3)})

@@ -187,21 +187,7 @@ def time_interleaved(makers: dict, device: torch.device, frames: int,
 
 def time_steps(make, device: torch.device, frames: int, steps_per_frame: int) -> tuple[float, float]:
     """(seconds per step, seconds per frame) after one warm-up frame; a frame is its steps plus its image."""
-    runner = make()
-    for _ in range(steps_per_frame):  # warm-up: allocator, cudnn autotune, compile
-        runner.step_once()
-    runner.frame()
-    step_times, frame_times = [], []
-    for _ in range(frames):
-        start = clock(device)
-        for _ in range(steps_per_frame):
-            runner.step_once()
-        stepped = clock(device)
-        runner.frame()
-        end = clock(device)
-        step_times.append((stepped - start) / steps_per_frame)
-        frame_times.append(end - start)
-    return statistics.median(step_times), statistics.median(frame_times)
+    return time_interleaved({"run": lambda: make}, device, frames, steps_per_frame)["run"]
 
 
 class Ours:

@@ -15,14 +15,13 @@ products over N latent sets are not always added in the order of one set's (see 
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Hashable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from farm.render.bigsleep import BigSleep, Latents, SceneRun, step_together
+from farm.render.bigsleep import Latents, SceneRun, start_run, step_together
 from farm.render.models import Models
 from farm.spec import RenderSpec
 
@@ -43,10 +42,7 @@ class SceneJob:
 
 def start_scene(models: Models, job: SceneJob) -> SceneRun:
     """A scene's optimiser, from its seed (or ``init``) or from a frame's state (``resume``)."""
-    sleeper = BigSleep(models, job.settings, job.prompt, job.seed, job.init)
-    if job.resume is not None:
-        sleeper.load_state_dict(job.resume)
-    return SceneRun(sleeper, job.frames, job.state_every)
+    return start_run(models, job.settings, job.prompt, job.seed, job.frames, job.init, job.resume, job.state_every)
 
 
 class SceneBatch:
@@ -86,7 +82,7 @@ def render_scenes(models: Models, capacity: int, jobs: Iterable[SceneJob]) -> It
     yields (key, Frame) and, last for each scene, (key, Finished)."""
     waiting = deque(jobs)
     batch = SceneBatch(models, capacity)
-    for _ in itertools.count():
+    while True:
         while waiting and len(batch) < capacity:
             job = waiting.popleft()
             batch.add(job.key, start_scene(models, job))

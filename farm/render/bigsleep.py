@@ -374,6 +374,16 @@ class SceneRun:
         return out
 
 
+def start_run(models: Models, settings: RenderSpec, prompt: str | list[tuple[str, float]], seed: int, frames: int,
+              init: Optional[Latents] = None, resume: Optional[dict[str, np.ndarray]] = None,
+              state_every: int = 0) -> SceneRun:
+    """A scene's optimiser, from its seed (or ``init``) or from a frame's state (``resume``)."""
+    sleeper = BigSleep(models, settings, prompt, seed, init)
+    if resume is not None:
+        sleeper.load_state_dict(resume)
+    return SceneRun(sleeper, frames, state_every)
+
+
 def render_scene(models: Models, settings: RenderSpec, prompt: str | list[tuple[str, float]], seed: int, frames: int,
                  init: Optional[Latents] = None) -> Iterator[Frame]:
     """Yield a scene's ``frames`` frames, one every ``steps_per_frame`` steps after the warm-up."""
@@ -390,10 +400,8 @@ def render_scene_with_state(models: Models, settings: RenderSpec, prompt: str | 
     frames, and to the last one. When the frames are done, ``sleeper.ema.average`` holds the
     latents a following scene may start from and ``sleeper.first`` those of the first frame.
     """
-    sleeper = BigSleep(models, settings, prompt, seed, init)
-    if resume is not None:
-        sleeper.load_state_dict(resume)
-    run = SceneRun(sleeper, frames, state_every)
+    run = start_run(models, settings, prompt, seed, frames, init, resume, state_every)
+    sleeper = run.sleeper
 
     def frames_of() -> Iterator[Frame]:
         while True:
